@@ -879,6 +879,13 @@ impl Coordinator {
             self.start_transfer(state, transfer.target, transfer.tried);
             return;
         }
+        if self
+            .certificate
+            .as_ref()
+            .is_none_or(|latest| latest.statement.round < transfer.target.statement.round)
+        {
+            self.certificate = Some(transfer.target.clone());
+        }
         // More certified rounds may be out there; the tail comes from atomic broadcast.
         if let Some(best) = state.best_certificate.clone()
             && best.statement.round >= self.executed_next

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use sintra_crypto::ServerId;
-use sintra_crypto::dealer::{GroupKeys, ServerKeys};
+use sintra_crypto::dealer::ServerKeys;
 use sintra_crypto::encoding::Encode;
 use sintra_net::LinksHandle;
 use sintra_protocols::InstanceId;
@@ -68,7 +68,6 @@ pub(crate) struct Executor {
     pub log_digest: [u8; 32],
     pub checkpoint_rounds: u64,
     pub instance: InstanceId,
-    pub group: Arc<GroupKeys>,
     pub keys: Arc<ServerKeys>,
     pub links: LinksHandle,
     pub signer: std::sync::mpsc::SyncSender<SignJob>,

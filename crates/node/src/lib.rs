@@ -342,7 +342,6 @@ impl Node {
             log_digest: stored.log_digest,
             checkpoint_rounds: tunables.checkpoint_rounds.max(1),
             instance: instance.clone(),
-            group: group.clone(),
             keys: keys.clone(),
             links: links.clone(),
             signer: sign_tx.clone(),

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use sintra_crypto::encoding::{Decode, DecodeError, Encode, Reader, put_bytes};
 use thiserror::Error;
 
