@@ -50,6 +50,14 @@ fn keys() -> &'static Keys {
     })
 }
 
+/// Logs as `RUST_LOG` says (nothing by default), captured per test.
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
@@ -224,6 +232,7 @@ async fn put(cluster: &Cluster, at: u16, key: &str, value: &str) -> SignedAnswer
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signed_answers_verify_and_every_log_is_the_same() {
+    logs();
     let cluster = Cluster::start(&[1, 2, 3, 4]).await;
     let all = [1, 2, 3, 4];
 
@@ -295,6 +304,7 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_server_catches_up_to_the_same_log() {
+    logs();
     let mut cluster = Cluster::start(&[1, 2, 3, 4]).await;
     for i in 0..4 {
         put(&cluster, 1 + i % N, &format!("before{i}"), "x").await;
@@ -310,6 +320,16 @@ async fn a_restarted_server_catches_up_to_the_same_log() {
     cluster.restart(4).await;
     let caught_up = cluster.settle(&[1, 2, 3, 4], height).await;
     cluster.assert_same_logs(&[1, 2, 3, 4], caught_up);
+    let metrics = cluster.node(4).metrics();
+    let transferred = metrics
+        .rounds_transferred
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let rounds = cluster.node(1).metrics().next_round.load(std::sync::atomic::Ordering::Relaxed);
+    println!("server 4 caught up to round {rounds}: {transferred} rounds by certified transfer");
+    assert!(
+        transferred > 0,
+        "the gap exceeded what atomic broadcast keeps, so a certified transfer was needed"
+    );
     // And it serves clients again.
     put(&cluster, 4, "after", "z").await;
     let height = cluster.settle(&[1, 2, 3, 4], caught_up + 1).await;
@@ -319,6 +339,7 @@ async fn a_restarted_server_catches_up_to_the_same_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
+    logs();
     // Server 4's identity is held by the test: an authenticated peer that sends garbage.
     let cluster = Cluster::start(&[1, 2, 3]).await;
     let (byzantine, _incoming) = Links::start(LinksConfig {
