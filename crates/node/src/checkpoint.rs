@@ -20,7 +20,12 @@ pub const LOG_DIGEST_START: [u8; 32] = [0; 32];
 
 /// Extends the chained log digest by the entry at `position`:
 /// `d_p = SHA-256(d_{p-1} ‖ position ‖ round ‖ SHA-256(request))`.
-pub fn chain_log_digest(previous: &[u8; 32], position: u64, round: u64, request: &[u8]) -> [u8; 32] {
+pub fn chain_log_digest(
+    previous: &[u8; 32],
+    position: u64,
+    round: u64,
+    request: &[u8],
+) -> [u8; 32] {
     let request_hash: [u8; 32] = Sha256::digest(request).into();
     let mut hasher = Sha256::new();
     hasher.update(previous);
@@ -56,7 +61,10 @@ impl CheckpointStatement {
 
     /// This server's share of the statement.
     pub fn sign(&self, instance: &[u8], key: &bls::SecretKeyShare) -> bls::SignatureShare {
-        key.sign(&Context::new(CHECKPOINT_PURPOSE, instance), &self.signed_bytes())
+        key.sign(
+            &Context::new(CHECKPOINT_PURPOSE, instance),
+            &self.signed_bytes(),
+        )
     }
 }
 

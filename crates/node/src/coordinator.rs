@@ -149,7 +149,8 @@ struct State {
     own: BTreeMap<u64, rsa::SignatureShare>,
     /// Statement digests of the rounds executed here.
     digests: BTreeMap<u64, [u8; 32]>,
-    checkpoint_shares: BTreeMap<u64, BTreeMap<ServerId, (CheckpointStatement, bls::SignatureShare)>>,
+    checkpoint_shares:
+        BTreeMap<u64, BTreeMap<ServerId, (CheckpointStatement, bls::SignatureShare)>>,
     own_statements: BTreeMap<u64, CheckpointStatement>,
     transfer: Option<Transfer>,
     /// A verified transfer the executor had no room for yet.
@@ -265,7 +266,11 @@ impl Coordinator {
             !waiting.is_empty()
         });
         state.waiter_count = state.waiters.values().map(Vec::len).sum::<usize>()
-            + state.rounds.values().map(|r| r.waiting.len()).sum::<usize>();
+            + state
+                .rounds
+                .values()
+                .map(|r| r.waiting.len())
+                .sum::<usize>();
         self.metrics
             .waiting_clients
             .store(state.waiter_count as u64, Ordering::Relaxed);
@@ -367,7 +372,11 @@ impl Coordinator {
         state.rounds.insert(round, answer_round);
         while state.rounds.len() > ANSWER_ROUNDS_MAX {
             if let Some((old, dropped)) = state.rounds.pop_first() {
-                warn!(round = old, clients = dropped.waiting.len(), "gave up collecting answer shares");
+                warn!(
+                    round = old,
+                    clients = dropped.waiting.len(),
+                    "gave up collecting answer shares"
+                );
             }
         }
         self.try_combine(state, round);
@@ -495,7 +504,10 @@ impl Coordinator {
             .service
             .verify_share_digest(&context, &answer_round.digest, &share, &proof)
             .is_ok()
-            && answer_round.shares.get(&from).is_none_or(|kept| *kept == share);
+            && answer_round
+                .shares
+                .get(&from)
+                .is_none_or(|kept| *kept == share);
         if valid {
             answer_round.shares.insert(from, share);
             answer_round.proven.insert(from);
@@ -508,7 +520,13 @@ impl Coordinator {
     }
 
     /// Hands every waiting client of the round its signed answer, each checked first.
-    fn release(&self, state: &mut State, round: u64, answer_round: AnswerRound, signature: &rsa::Signature) {
+    fn release(
+        &self,
+        state: &mut State,
+        round: u64,
+        answer_round: AnswerRound,
+        signature: &rsa::Signature,
+    ) {
         let AnswerRound {
             batch,
             requests,
@@ -558,7 +576,9 @@ impl Coordinator {
                 self.add_share(state, from, round, share);
             }
             NodeMessage::ProofRequest { round } => {
-                if let (Some(share), Some(digest)) = (state.own.get(&round), state.digests.get(&round)) {
+                if let (Some(share), Some(digest)) =
+                    (state.own.get(&round), state.digests.get(&round))
+                {
                     let job = SignJob::Prove {
                         round,
                         digest: *digest,
@@ -583,10 +603,18 @@ impl Coordinator {
             }
             NodeMessage::CheckpointShare { statement, share } => {
                 if share.id() != from {
-                    self.fault(from, "unexpected_message", "checkpoint share of another server");
+                    self.fault(
+                        from,
+                        "unexpected_message",
+                        "checkpoint share of another server",
+                    );
                     return;
                 }
-                if statement.round >= self.executed_next.saturating_add(sintra_protocols::abc::ROUNDS_RETAINED) {
+                if statement.round
+                    >= self
+                        .executed_next
+                        .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED)
+                {
                     // The peer is far ahead: find out where the group stands.
                     self.say_hello(state);
                 }
@@ -604,7 +632,9 @@ impl Coordinator {
                 next_round,
                 certificate,
             } => self.on_status(state, from, next_round, certificate),
-            NodeMessage::FetchRounds { from_round } => self.serve_rounds(state, from, from_round, served),
+            NodeMessage::FetchRounds { from_round } => {
+                self.serve_rounds(state, from, from_round, served)
+            }
             NodeMessage::Rounds {
                 records,
                 certificate,
@@ -640,7 +670,11 @@ impl Coordinator {
         let slot = state.checkpoint_shares.entry(statement.round).or_default();
         match slot.get(&from) {
             Some((kept, _)) if *kept != statement => {
-                self.fault(from, "equivocation", "two checkpoint statements for one round");
+                self.fault(
+                    from,
+                    "equivocation",
+                    "two checkpoint statements for one round",
+                );
                 return;
             }
             Some(_) => return,
@@ -651,7 +685,7 @@ impl Coordinator {
         let matching: Vec<bls::SignatureShare> = slot
             .values()
             .filter(|(kept, _)| *kept == statement)
-            .map(|(_, share)| share.clone())
+            .map(|(_, share)| *share)
             .collect();
         if matching.len() < self.group.parameters.agreement_threshold() {
             return;
@@ -699,7 +733,11 @@ impl Coordinator {
         }
         state.checkpoint_shares = state.checkpoint_shares.split_off(&(statement.round + 1));
         self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-        debug!(round = statement.round, height = statement.height, "checkpoint certified");
+        debug!(
+            round = statement.round,
+            height = statement.height,
+            "checkpoint certified"
+        );
         let store = self.store.clone();
         let stored = certificate.clone();
         tokio::task::spawn_blocking(move || {
@@ -825,7 +863,9 @@ impl Coordinator {
             .enumerate()
             .all(|(offset, record)| record.round == expected + offset as u64);
         if !contiguous {
-            let Some(transfer) = state.transfer.take() else { return };
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
             self.fault(from, "invalid_value", "transferred rounds out of order");
             self.start_transfer(state, transfer.target, transfer.tried);
             return;
@@ -833,7 +873,9 @@ impl Coordinator {
         transfer.bytes += records.iter().map(RoundRecord::encoded_len).sum::<usize>();
         transfer.records.extend(records);
         if transfer.bytes > TRANSFER_BUFFER_BYTES_MAX {
-            let Some(transfer) = state.transfer.take() else { return };
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
             warn!(peer = %from, "state transfer exceeds the buffer; giving up on this peer");
             self.start_transfer(state, transfer.target, transfer.tried);
             return;
@@ -846,8 +888,14 @@ impl Coordinator {
             .verify(&self.group, self.instance.as_bytes())
             .is_err()
         {
-            let Some(transfer) = state.transfer.take() else { return };
-            self.fault(from, "invalid_proof", "checkpoint certificate of a transfer");
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
+            self.fault(
+                from,
+                "invalid_proof",
+                "checkpoint certificate of a transfer",
+            );
             self.start_transfer(state, transfer.target, transfer.tried);
             return;
         }
@@ -869,13 +917,23 @@ impl Coordinator {
         }
     }
 
-    fn on_transfer_done(&mut self, state: &mut State, peer: ServerId, accepted: bool, next_round: u64) {
+    fn on_transfer_done(
+        &mut self,
+        state: &mut State,
+        peer: ServerId,
+        accepted: bool,
+        next_round: u64,
+    ) {
         self.executed_next = self.executed_next.max(next_round);
         let Some(transfer) = state.transfer.take() else {
             return;
         };
         if !accepted {
-            self.fault(peer, "invalid_value", "a log that does not match its checkpoint certificate");
+            self.fault(
+                peer,
+                "invalid_value",
+                "a log that does not match its checkpoint certificate",
+            );
             self.start_transfer(state, transfer.target, transfer.tried);
             return;
         }
@@ -949,11 +1007,12 @@ async fn serve(
     let mut next = from_round;
     while next <= last {
         let reader = store.clone();
-        let records =
-            tokio::task::spawn_blocking(move || reader.rounds(next, last, TRANSFER_REPLY_BYTES_MAX))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        let records = tokio::task::spawn_blocking(move || {
+            reader.rounds(next, last, TRANSFER_REPLY_BYTES_MAX)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         let Some(end) = records.last().map(|record| record.round) else {
             return Err(format!("round {next} missing from the log"));
         };

@@ -163,7 +163,8 @@ impl Executor {
                 }
             }
         };
-        let checkpoint = self.checkpoint_rounds > 0 && (round + 1) % self.checkpoint_rounds == 0;
+        let checkpoint =
+            self.checkpoint_rounds > 0 && (round + 1).is_multiple_of(self.checkpoint_rounds);
         let snapshot = checkpoint.then(|| self.service.snapshot());
         let root = batch.as_ref().map_or([0; 32], |batch| batch.root());
         self.store
@@ -203,10 +204,7 @@ impl Executor {
                 state_digest,
             };
             let share = statement.sign(self.instance.as_bytes(), &self.keys.agreement);
-            let message = NodeMessage::CheckpointShare {
-                statement,
-                share: share.clone(),
-            };
+            let message = NodeMessage::CheckpointShare { statement, share };
             let _ = self.links.broadcast(Bytes::from(message.to_bytes()));
             let _ = self
                 .events
@@ -261,8 +259,13 @@ impl Executor {
                 position += 1;
             }
         }
-        let ends_at_target = records.last().is_some_and(|last| last.round == target.round);
-        if !contiguous || !ends_at_target || position != target.height || digest != target.log_digest
+        let ends_at_target = records
+            .last()
+            .is_some_and(|last| last.round == target.round);
+        if !contiguous
+            || !ends_at_target
+            || position != target.height
+            || digest != target.log_digest
         {
             warn!(
                 %peer,

@@ -3,7 +3,7 @@
 //!
 //! HTTP:
 //! * `POST /v1/kv/put?key=K` (body: the value) and `GET /v1/kv/get?key=K` build a kv request with
-//!   a fresh random nonce; `POST /v1/submit` takes an encoded service request (the client made
+//!   the client's `&nonce=<32 hex digits>`, or a fresh random nonce when it gives none; `POST /v1/submit` takes an encoded service request (the client made
 //!   its own nonce). All three answer `200` with the `SignedAnswer` JSON once the request's
 //!   round is executed and its signature combined.
 //! * `GET /health` → `{"server", "height", "round", "peers_connected"}`; `GET /metrics` →
@@ -44,7 +44,7 @@ use tracing::{debug, warn};
 
 use crate::coordinator::Register;
 use crate::metrics::Metrics;
-use crate::protocol::{SubmitError, Submission};
+use crate::protocol::{Submission, SubmitError};
 
 /// Requests one streaming connection may have in flight.
 pub const STREAM_IN_FLIGHT_MAX: usize = 4096;
@@ -159,7 +159,9 @@ impl Gateway {
         match tokio::time::timeout(self.timeout, answer_rx).await {
             Ok(Ok(answer)) => Ok(answer),
             // The coordinator dropped the waiter: it was full, or gave the round up.
-            Ok(Err(_)) => Err(Failure::Overloaded("the answer could not be collected".into())),
+            Ok(Err(_)) => Err(Failure::Overloaded(
+                "the answer could not be collected".into(),
+            )),
             Err(_) => Err(Failure::Timeout),
         }
     }
@@ -168,12 +170,26 @@ impl Gateway {
 #[derive(Debug, Deserialize)]
 struct KeyQuery {
     key: String,
+    /// The client's nonce (32 hex digits), so that it can rebuild its request and check the
+    /// answer's leaf itself; the gateway draws one when absent.
+    nonce: Option<String>,
 }
 
-fn nonce() -> [u8; NONCE_BYTES] {
-    let mut nonce = [0; NONCE_BYTES];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    nonce
+fn nonce(given: Option<&str>) -> Result<[u8; NONCE_BYTES], Failure> {
+    match given {
+        Some(text) => {
+            let mut nonce = [0; NONCE_BYTES];
+            hex::decode_to_slice(text, &mut nonce).map_err(|_| {
+                Failure::Malformed(format!("nonce must be {} hex digits", 2 * NONCE_BYTES))
+            })?;
+            Ok(nonce)
+        }
+        None => {
+            let mut nonce = [0; NONCE_BYTES];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            Ok(nonce)
+        }
+    }
 }
 
 async fn put(
@@ -182,7 +198,7 @@ async fn put(
     value: Bytes,
 ) -> Result<axum::Json<SignedAnswer>, Failure> {
     let request = KvRequest::Put {
-        nonce: nonce(),
+        nonce: nonce(query.nonce.as_deref())?,
         key: query.key.into_bytes(),
         value: value.to_vec(),
     }
@@ -196,7 +212,7 @@ async fn get_key(
     Query(query): Query<KeyQuery>,
 ) -> Result<axum::Json<SignedAnswer>, Failure> {
     let request = KvRequest::Get {
-        nonce: nonce(),
+        nonce: nonce(query.nonce.as_deref())?,
         key: query.key.into_bytes(),
     }
     .encode()
@@ -209,10 +225,11 @@ async fn submit(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<axum::Json<SignedAnswer>, Response> {
-    if query
-        .as_deref()
-        .is_some_and(|query| query.split('&').any(|part| part.split('=').next() == Some("encrypt")))
-    {
+    if query.as_deref().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|part| part.split('=').next() == Some("encrypt"))
+    }) {
         let body = serde_json::json!({
             "error": "confidential requests (secure causal atomic broadcast) are not served yet"
         });
@@ -245,11 +262,7 @@ async fn health(State(gateway): State<Gateway>) -> axum::Json<Health> {
 
 async fn metrics(State(gateway): State<Gateway>) -> Response {
     let text = gateway.metrics.render(gateway.id, &gateway.links.metrics());
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The HTTP application.
@@ -279,7 +292,10 @@ pub(crate) async fn serve_http(
             }
         }
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
         warn!(%error, "the HTTP gateway stopped");
     }
 }

@@ -40,7 +40,9 @@ use std::time::Duration;
 use rand::RngCore;
 use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{GroupKeys, ServerKeys};
-use sintra_net::{LinkKeypair, LinkLimits, LinkPublicKey, Links, LinksConfig, LinksHandle, PeerConfig};
+use sintra_net::{
+    LinkKeypair, LinkLimits, LinkPublicKey, Links, LinksConfig, LinksHandle, PeerConfig,
+};
 use sintra_protocols::abc::{Abc, AbcConfig};
 use sintra_protocols::{InstanceId, Party};
 use sintra_services::kv::KvService;
@@ -277,9 +279,10 @@ impl Node {
         let (catch_up_tx, catch_up_rx) = watch::channel(0);
         let (sign_tx, sign_rx) = std::sync::mpsc::sync_channel(signer::SIGN_QUEUE_MAX);
         let fence_value = Arc::new(AtomicU64::new(stored.fence.unwrap_or(0)));
-        metrics
-            .fence
-            .store(stored.fence.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        metrics.fence.store(
+            stored.fence.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
 
         let mut tasks = Vec::new();
         let mut threads = Vec::new();
@@ -467,7 +470,10 @@ impl Node {
             // The tasks watch the shutdown flag; the gateway lets requests in progress finish
             // only briefly, then is stopped.
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -500,19 +506,35 @@ pub fn load_config(config_path: &Path) -> Result<NodeConfig, NodeError> {
     let loaded = sintra_config::load_server(config_path)
         .map_err(|error| NodeError::Config(error.to_string()))?;
     let secret = loaded.secrets.link_secret_bytes().ok_or_else(|| {
-        NodeError::Config(format!("{}: link_secret is not 64 hex digits", loaded.config.keys.display()))
+        NodeError::Config(format!(
+            "{}: link_secret is not 64 hex digits",
+            loaded.config.keys.display()
+        ))
     })?;
     let mut peers = Vec::new();
     for entry in &loaded.group.servers {
         let key = entry.link_key_bytes().ok_or_else(|| {
-            NodeError::Config(format!("server {}: link_key is not 64 hex digits", entry.id))
+            NodeError::Config(format!(
+                "server {}: link_key is not 64 hex digits",
+                entry.id
+            ))
         })?;
         let addr = entry
             .endpoint
             .to_socket_addrs()
-            .map_err(|error| NodeError::Config(format!("server {} endpoint {}: {error}", entry.id, entry.endpoint)))?
+            .map_err(|error| {
+                NodeError::Config(format!(
+                    "server {} endpoint {}: {error}",
+                    entry.id, entry.endpoint
+                ))
+            })?
             .next()
-            .ok_or_else(|| NodeError::Config(format!("server {} endpoint {} resolves to nothing", entry.id, entry.endpoint)))?;
+            .ok_or_else(|| {
+                NodeError::Config(format!(
+                    "server {} endpoint {} resolves to nothing",
+                    entry.id, entry.endpoint
+                ))
+            })?;
         peers.push(PeerConfig {
             id: entry.id,
             addr,

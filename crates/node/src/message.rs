@@ -36,6 +36,10 @@ pub const ROUND_RECORDS_MAX: usize = 4096;
 
 /// One message between two replicas.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "protocol messages dominate the traffic; boxing them would cost an allocation each"
+)]
 pub enum NodeMessage {
     /// A message of the ordering protocols (atomic broadcast and its children).
     Protocol(Message),

@@ -93,31 +93,154 @@ impl Metrics {
             let _ = writeln!(out, "sintra_{name}{{server=\"{id}\"}} {value}");
         };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        gauge("log_height", "Requests in the log (delivered and executed).", "gauge", load(&self.height));
-        gauge("delivered_requests_total", "Requests delivered and executed.", "counter", load(&self.height));
-        gauge("next_round", "The next round to execute.", "gauge", load(&self.next_round));
-        gauge("rounds_executed_total", "Rounds executed by this process.", "counter", load(&self.rounds_executed));
-        gauge("protocol_round", "The round atomic broadcast delivers next.", "gauge", load(&self.protocol_round));
-        gauge("pending_requests", "Requests pending in atomic broadcast.", "gauge", load(&self.pending_requests));
-        gauge("submitted_total", "Client requests submitted.", "counter", load(&self.submitted));
-        gauge("refused_queue_full_total", "Client requests refused: queue full.", "counter", load(&self.refused_full));
-        gauge("answers_signed_total", "Signed answers handed to clients.", "counter", load(&self.answers_signed));
-        gauge("signatures_combined_total", "Answer-batch signatures combined here.", "counter", load(&self.signatures_combined));
-        gauge("checkpoints_total", "Checkpoint certificates formed or accepted.", "counter", load(&self.checkpoints));
-        gauge("rounds_transferred_total", "Rounds applied by state transfer.", "counter", load(&self.rounds_transferred));
-        gauge("link_queue_full_total", "Messages dropped because a peer's queue was full.", "counter", load(&self.link_queue_full));
-        gauge("fenced_messages_total", "Messages withheld by the send fence after a restart.", "counter", load(&self.fenced_messages));
-        gauge("send_fence", "The durable send fence (round).", "gauge", load(&self.fence));
-        gauge("incoming_queue_depth", "Messages from the links waiting for the protocol task.", "gauge", load(&self.incoming_queue));
-        gauge("execution_queue_depth", "Delivered rounds waiting for the executor.", "gauge", load(&self.execution_queue));
-        gauge("waiting_clients", "Clients waiting for a signed answer.", "gauge", load(&self.waiting_clients));
-        gauge("link_frames_sent_total", "Link frames sent.", "counter", links.frames_sent);
-        gauge("link_frames_resent_total", "Link frames resent after reconnects.", "counter", links.frames_resent);
-        gauge("link_frames_received_total", "Link frames received.", "counter", links.frames_received);
-        gauge("link_duplicates_dropped_total", "Duplicate link frames dropped.", "counter", links.duplicates_dropped);
-        gauge("link_handshakes_refused_total", "Inbound handshakes refused.", "counter", links.handshakes_refused);
-        gauge("link_connections_failed_total", "Link connections that ended with an error.", "counter", links.connections_failed);
-        let _ = writeln!(out, "# HELP sintra_faults_total Faults recorded against peers.");
+        gauge(
+            "log_height",
+            "Requests in the log (delivered and executed).",
+            "gauge",
+            load(&self.height),
+        );
+        gauge(
+            "delivered_requests_total",
+            "Requests delivered and executed.",
+            "counter",
+            load(&self.height),
+        );
+        gauge(
+            "next_round",
+            "The next round to execute.",
+            "gauge",
+            load(&self.next_round),
+        );
+        gauge(
+            "rounds_executed_total",
+            "Rounds executed by this process.",
+            "counter",
+            load(&self.rounds_executed),
+        );
+        gauge(
+            "protocol_round",
+            "The round atomic broadcast delivers next.",
+            "gauge",
+            load(&self.protocol_round),
+        );
+        gauge(
+            "pending_requests",
+            "Requests pending in atomic broadcast.",
+            "gauge",
+            load(&self.pending_requests),
+        );
+        gauge(
+            "submitted_total",
+            "Client requests submitted.",
+            "counter",
+            load(&self.submitted),
+        );
+        gauge(
+            "refused_queue_full_total",
+            "Client requests refused: queue full.",
+            "counter",
+            load(&self.refused_full),
+        );
+        gauge(
+            "answers_signed_total",
+            "Signed answers handed to clients.",
+            "counter",
+            load(&self.answers_signed),
+        );
+        gauge(
+            "signatures_combined_total",
+            "Answer-batch signatures combined here.",
+            "counter",
+            load(&self.signatures_combined),
+        );
+        gauge(
+            "checkpoints_total",
+            "Checkpoint certificates formed or accepted.",
+            "counter",
+            load(&self.checkpoints),
+        );
+        gauge(
+            "rounds_transferred_total",
+            "Rounds applied by state transfer.",
+            "counter",
+            load(&self.rounds_transferred),
+        );
+        gauge(
+            "link_queue_full_total",
+            "Messages dropped because a peer's queue was full.",
+            "counter",
+            load(&self.link_queue_full),
+        );
+        gauge(
+            "fenced_messages_total",
+            "Messages withheld by the send fence after a restart.",
+            "counter",
+            load(&self.fenced_messages),
+        );
+        gauge(
+            "send_fence",
+            "The durable send fence (round).",
+            "gauge",
+            load(&self.fence),
+        );
+        gauge(
+            "incoming_queue_depth",
+            "Messages from the links waiting for the protocol task.",
+            "gauge",
+            load(&self.incoming_queue),
+        );
+        gauge(
+            "execution_queue_depth",
+            "Delivered rounds waiting for the executor.",
+            "gauge",
+            load(&self.execution_queue),
+        );
+        gauge(
+            "waiting_clients",
+            "Clients waiting for a signed answer.",
+            "gauge",
+            load(&self.waiting_clients),
+        );
+        gauge(
+            "link_frames_sent_total",
+            "Link frames sent.",
+            "counter",
+            links.frames_sent,
+        );
+        gauge(
+            "link_frames_resent_total",
+            "Link frames resent after reconnects.",
+            "counter",
+            links.frames_resent,
+        );
+        gauge(
+            "link_frames_received_total",
+            "Link frames received.",
+            "counter",
+            links.frames_received,
+        );
+        gauge(
+            "link_duplicates_dropped_total",
+            "Duplicate link frames dropped.",
+            "counter",
+            links.duplicates_dropped,
+        );
+        gauge(
+            "link_handshakes_refused_total",
+            "Inbound handshakes refused.",
+            "counter",
+            links.handshakes_refused,
+        );
+        gauge(
+            "link_connections_failed_total",
+            "Link connections that ended with an error.",
+            "counter",
+            links.connections_failed,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP sintra_faults_total Faults recorded against peers."
+        );
         let _ = writeln!(out, "# TYPE sintra_faults_total counter");
         for ((peer, kind), count) in self.faults() {
             let _ = writeln!(
@@ -125,7 +248,10 @@ impl Metrics {
                 "sintra_faults_total{{server=\"{id}\",peer=\"{peer}\",kind=\"{kind}\"}} {count}"
             );
         }
-        let _ = writeln!(out, "# HELP sintra_peer_connected Whether the outbound link to a peer is up.");
+        let _ = writeln!(
+            out,
+            "# HELP sintra_peer_connected Whether the outbound link to a peer is up."
+        );
         let _ = writeln!(out, "# TYPE sintra_peer_connected gauge");
         for peer in &links.peers {
             let Some(peer_id) = peer.id else { continue };

@@ -209,7 +209,8 @@ impl ProtocolTask {
         match message {
             NodeMessage::Protocol(message) => {
                 if !message.instance.is_within(&self.instance) {
-                    self.metrics.fault(from, fault_name(FaultKind::UnexpectedMessage));
+                    self.metrics
+                        .fault(from, fault_name(FaultKind::UnexpectedMessage));
                     warn!(peer = %from, instance = %message.instance, "message for an unknown instance");
                     return true;
                 }
@@ -328,12 +329,10 @@ impl ProtocolTask {
             if self.execution.send(input).await.is_err() {
                 return false;
             }
-            self.metrics
-                .execution_queue
-                .store(
-                    (self.execution.max_capacity() - self.execution.capacity()) as u64,
-                    Ordering::Relaxed,
-                );
+            self.metrics.execution_queue.store(
+                (self.execution.max_capacity() - self.execution.capacity()) as u64,
+                Ordering::Relaxed,
+            );
         }
         self.reported_round = now;
         true
@@ -357,7 +356,9 @@ pub(crate) fn round_of(instance: &InstanceId, message: &Message) -> Option<u64> 
 fn exempt_from_fence(message: &Message) -> bool {
     matches!(
         message.body,
-        Body::Cbc(cbc::Message::Request { .. }) | Body::Cbc(cbc::Message::Body { .. }) | Body::Abc(_)
+        Body::Cbc(cbc::Message::Request { .. })
+            | Body::Cbc(cbc::Message::Body { .. })
+            | Body::Abc(_)
     )
 }
 
@@ -413,7 +414,11 @@ pub(crate) async fn sender_loop(
             }
             let refused = match message.to {
                 Target::All => links.broadcast(message.bytes),
-                Target::Server(to) => links.try_send(to, message.bytes).err().into_iter().collect(),
+                Target::Server(to) => links
+                    .try_send(to, message.bytes)
+                    .err()
+                    .into_iter()
+                    .collect(),
             };
             for error in refused {
                 match error {

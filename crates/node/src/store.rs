@@ -40,7 +40,9 @@ const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
 #[derive(Debug, Error)]
 pub enum StoreError {
     /// The file exists but is not a sintra store (another program's, or damaged).
-    #[error("{path}: not a sintra store or damaged ({reason}); move it away or point data_dir elsewhere")]
+    #[error(
+        "{path}: not a sintra store or damaged ({reason}); move it away or point data_dir elsewhere"
+    )]
     Foreign {
         /// The file.
         path: PathBuf,
@@ -323,9 +325,7 @@ impl Store {
                 value.extend_from_slice(&height.to_be_bytes());
                 value.extend_from_slice(snapshot);
                 let mut table = txn.open_table(SNAPSHOT).map_err(|e| self.io(e))?;
-                table
-                    .insert(0, value.as_slice())
-                    .map_err(|e| self.io(e))?;
+                table.insert(0, value.as_slice()).map_err(|e| self.io(e))?;
             }
         }
         txn.commit().map_err(|e| self.io(e))
@@ -358,7 +358,10 @@ impl Store {
     }
 
     /// The certificate of the first checkpoint at or after `round`.
-    pub fn certificate_from(&self, round: u64) -> Result<Option<CheckpointCertificate>, StoreError> {
+    pub fn certificate_from(
+        &self,
+        round: u64,
+    ) -> Result<Option<CheckpointCertificate>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let table = txn.open_table(CHECKPOINTS).map_err(|e| self.io(e))?;
         let mut range = table.range(round..).map_err(|e| self.io(e))?;
@@ -405,7 +408,12 @@ impl Store {
 
     /// The rounds `from ..= to` as records, stopping before the encoded records would exceed
     /// `bytes_max` (at least one round is returned if any exists).
-    pub fn rounds(&self, from: u64, to: u64, bytes_max: usize) -> Result<Vec<RoundRecord>, StoreError> {
+    pub fn rounds(
+        &self,
+        from: u64,
+        to: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<RoundRecord>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
         let log = txn.open_table(LOG).map_err(|e| self.io(e))?;

@@ -151,7 +151,10 @@ impl Cluster {
             if heights.iter().all(|h| *h == heights[0]) && heights[0] >= min {
                 return heights[0];
             }
-            assert!(Instant::now() < deadline, "heights never settled: {heights:?} (want ≥ {min})");
+            assert!(
+                Instant::now() < deadline,
+                "heights never settled: {heights:?} (want ≥ {min})"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -160,7 +163,11 @@ impl Cluster {
         let reference = self.node(which[0]).log(0, height).expect("log");
         assert_eq!(reference.len() as u64, height);
         for &i in &which[1..] {
-            assert_eq!(self.node(i).log(0, height).expect("log"), reference, "log of server {i}");
+            assert_eq!(
+                self.node(i).log(0, height).expect("log"),
+                reference,
+                "log of server {i}"
+            );
         }
     }
 
@@ -197,8 +204,12 @@ async fn http(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> (u16
 }
 
 fn signed(body: &[u8]) -> SignedAnswer {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|error| panic!("not a SignedAnswer ({error}): {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body).unwrap_or_else(|error| {
+        panic!(
+            "not a SignedAnswer ({error}): {}",
+            String::from_utf8_lossy(body)
+        )
+    })
 }
 
 /// Verifies `answer` against the request logged at its position (the gateway chose the nonce)
@@ -224,7 +235,12 @@ async fn put(cluster: &Cluster, at: u16, key: &str, value: &str) -> SignedAnswer
         value.as_bytes(),
     )
     .await;
-    assert_eq!(status, 200, "put at {at}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        200,
+        "put at {at}: {}",
+        String::from_utf8_lossy(&body)
+    );
     let answer = signed(&body);
     verify_against_log(cluster, at, &answer);
     answer
@@ -243,7 +259,13 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
     assert!(!found, "a fresh key has no previous value");
 
     // A get at another server sees the value.
-    let (status, body) = http(cluster.node(2).gateway_addr(), "GET", "/v1/kv/get?key=color", b"").await;
+    let (status, body) = http(
+        cluster.node(2).gateway_addr(),
+        "GET",
+        "/v1/kv/get?key=color",
+        b"",
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let answer = signed(&body);
     verify_against_log(&cluster, 2, &answer);
@@ -255,6 +277,25 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
         }
     );
 
+    // A client that gives its own nonce rebuilds its request and checks the answer alone.
+    let (status, body) = http(
+        cluster.node(4).gateway_addr(),
+        "GET",
+        "/v1/kv/get?key=color&nonce=000102030405060708090a0b0c0d0e0f",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let own = KvRequest::Get {
+        nonce: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15],
+        key: b"color".to_vec(),
+    }
+    .encode()
+    .expect("encode");
+    signed(&body)
+        .verify(&keys().group.service, &own)
+        .expect("verifies against the request the client rebuilt");
+
     // A client-made request through /v1/submit is verified against the client's own bytes.
     let request = KvRequest::Put {
         nonce: [9; 16],
@@ -263,7 +304,13 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
     }
     .encode()
     .expect("encode");
-    let (status, body) = http(cluster.node(3).gateway_addr(), "POST", "/v1/submit", &request).await;
+    let (status, body) = http(
+        cluster.node(3).gateway_addr(),
+        "POST",
+        "/v1/submit",
+        &request,
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     signed(&body)
         .verify(&keys().group.service, &request)
@@ -275,7 +322,13 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
         let at = 1 + c % N;
         let addr = cluster.node(at).gateway_addr();
         clients.push(tokio::spawn(async move {
-            http(addr, "POST", &format!("/v1/kv/put?key=k{c}"), format!("v{c}").as_bytes()).await
+            http(
+                addr,
+                "POST",
+                &format!("/v1/kv/put?key=k{c}"),
+                format!("v{c}").as_bytes(),
+            )
+            .await
         }));
     }
     for client in clients {
@@ -283,7 +336,7 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         signed(&body);
     }
-    let height = cluster.settle(&all, 27).await;
+    let height = cluster.settle(&all, 28).await;
     cluster.assert_same_logs(&all, height);
 
     let (status, body) = http(cluster.node(1).gateway_addr(), "GET", "/health", b"").await;
@@ -295,9 +348,15 @@ async fn signed_answers_verify_and_every_log_is_the_same() {
     let (status, body) = http(cluster.node(1).gateway_addr(), "GET", "/metrics", b"").await;
     assert_eq!(status, 200);
     let metrics = String::from_utf8_lossy(&body);
-    assert!(metrics.contains(&format!("sintra_log_height{{server=\"1\"}} {height}")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("sintra_log_height{{server=\"1\"}} {height}")),
+        "{metrics}"
+    );
     for i in all {
-        assert!(cluster.node(i).metrics().faults().is_empty(), "server {i} recorded faults");
+        assert!(
+            cluster.node(i).metrics().faults().is_empty(),
+            "server {i} recorded faults"
+        );
     }
     cluster.shutdown().await;
 }
@@ -324,7 +383,11 @@ async fn a_restarted_server_catches_up_to_the_same_log() {
     let transferred = metrics
         .rounds_transferred
         .load(std::sync::atomic::Ordering::Relaxed);
-    let rounds = cluster.node(1).metrics().next_round.load(std::sync::atomic::Ordering::Relaxed);
+    let rounds = cluster
+        .node(1)
+        .metrics()
+        .next_round
+        .load(std::sync::atomic::Ordering::Relaxed);
     println!("server 4 caught up to round {rounds}: {transferred} rounds by certified transfer");
     assert!(
         transferred > 0,
@@ -351,12 +414,21 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     })
     .await
     .expect("links");
-    for garbage in [&b""[..], b"\xff", b"\x00\x00\x01", b"\x01\x00\x00\x00\x00\x00\x00\x00\x05\xff\xff", &[7u8; 4096][..]] {
+    for garbage in [
+        &b""[..],
+        b"\xff",
+        b"\x00\x00\x01",
+        b"\x01\x00\x00\x00\x00\x00\x00\x00\x05\xff\xff",
+        &[7u8; 4096][..],
+    ] {
         let _ = byzantine.broadcast(Bytes::copy_from_slice(garbage));
     }
     let deadline = Instant::now() + WAIT;
     while (1..=3).any(|i| cluster.node(i).metrics().faults_of(id(4)) < 5) {
-        assert!(Instant::now() < deadline, "garbage was not recorded as faults");
+        assert!(
+            Instant::now() < deadline,
+            "garbage was not recorded as faults"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -367,9 +439,17 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     let (status, body) = http(gateway, "POST", &format!("/v1/kv/put?key={long_key}"), b"v").await;
     assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("error"));
-    let (status, _) = http(gateway, "POST", "/v1/kv/put?key=big", &vec![b'v'; 200 << 10]).await;
+    let (status, _) = http(
+        gateway,
+        "POST",
+        "/v1/kv/put?key=big",
+        &vec![b'v'; 200 << 10],
+    )
+    .await;
     assert_eq!(status, 413);
     let (status, _) = http(gateway, "POST", "/v1/submit", b"").await;
+    assert_eq!(status, 400);
+    let (status, _) = http(gateway, "GET", "/v1/kv/get?key=a&nonce=xyz", b"").await;
     assert_eq!(status, 400);
     let (status, _) = http(gateway, "POST", "/v1/submit?encrypt", b"ciphertext").await;
     assert_eq!(status, 501);
@@ -377,11 +457,16 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     assert_eq!(status, 404);
 
     // Garbage on the streaming port: an error frame and a closed connection.
-    let mut stream = TcpStream::connect(cluster.node(2).stream_addr()).await.expect("connect");
+    let mut stream = TcpStream::connect(cluster.node(2).stream_addr())
+        .await
+        .expect("connect");
     stream.write_all(&[0xff; 64]).await.expect("write");
     let mut reply = Vec::new();
     let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut reply)).await;
-    assert!(reply.len() > 13 && reply[12] == 2, "an error frame: {reply:?}");
+    assert!(
+        reply.len() > 13 && reply[12] == 2,
+        "an error frame: {reply:?}"
+    );
 
     // A well-formed streaming request is answered, and the group still orders with one peer
     // sending garbage.
@@ -392,7 +477,9 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     }
     .encode()
     .expect("encode");
-    let mut stream = TcpStream::connect(cluster.node(2).stream_addr()).await.expect("connect");
+    let mut stream = TcpStream::connect(cluster.node(2).stream_addr())
+        .await
+        .expect("connect");
     let mut frame = ((8 + request.len()) as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&42u64.to_be_bytes());
     frame.extend_from_slice(&request);

@@ -481,9 +481,12 @@ fn restart(net: &mut Net<Abc>, server: ServerId, config: AbcConfig) {
     let outputs = net.outputs.get(&server).cloned().unwrap_or_default();
     let next_round = outputs.last().map_or(0, |last| last.round + 1);
     let next_round = next_round.max(net.nodes[server.slot()].round());
-    let recent = outputs
-        .iter()
-        .map(|delivered| (delivered.round, request_digest(&instance(), &delivered.request)));
+    let recent = outputs.iter().map(|delivered| {
+        (
+            delivered.round,
+            request_digest(&instance(), &delivered.request),
+        )
+    });
     let resumed = Abc::resume(
         instance(),
         config,
@@ -558,7 +561,10 @@ fn a_resumed_server_behind_the_others_catches_up_when_told_where_they_are() {
     restart(&mut net, id(4), config);
     net.release(id(4));
     net.run();
-    assert!(net.nodes[3].round() < ahead, "nothing reaches a server nobody talks to");
+    assert!(
+        net.nodes[3].round() < ahead,
+        "nothing reaches a server nobody talks to"
+    );
     net.call(id(4), |abc, party| abc.catch_up_to(party, ahead - 1));
     net.run();
     assert_total_order(&net, &expected);
