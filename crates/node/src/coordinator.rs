@@ -567,7 +567,8 @@ impl Coordinator {
         served: &mpsc::Sender<ServerId>,
     ) {
         match message {
-            NodeMessage::Protocol(_) => {}
+            // The protocol task keeps these.
+            NodeMessage::Protocol(_) | NodeMessage::Forward { .. } => {}
             NodeMessage::AnswerShare { round, share } => {
                 if share.id() != from {
                     self.fault(from, "unexpected_message", "answer share of another server");

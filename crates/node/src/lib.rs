@@ -87,6 +87,11 @@ pub struct Tunables {
     pub http_body_bytes_max: usize,
     /// Submissions queued for the protocol task (`503` beyond).
     pub submit_queue_max: usize,
+    /// Peers every client request is also forwarded to (default 0: each request is proposed
+    /// by the server the client chose; `t` makes it pending at `t + 1` servers, which atomic
+    /// broadcast's validity needs against a Byzantine agreement, at `t + 1` times the bandwidth
+    /// of requests). While a restarted server is silent behind its fence it forwards to all.
+    pub forward_peers: usize,
 }
 
 impl Default for Tunables {
@@ -97,6 +102,7 @@ impl Default for Tunables {
             request_timeout: REQUEST_TIMEOUT,
             http_body_bytes_max: HTTP_BODY_BYTES_MAX,
             submit_queue_max: SUBMIT_QUEUE_MAX,
+            forward_peers: 0,
         }
     }
 }
@@ -313,6 +319,7 @@ impl Node {
             coordinator: peer_tx,
             metrics: metrics.clone(),
             loopback: VecDeque::new(),
+            forward_peers: tunables.forward_peers,
         };
         tasks.push(tokio::spawn(protocol.run()));
 
