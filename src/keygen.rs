@@ -1,29 +1,40 @@
 //! `sintra keygen`: the trusted dealer's command.
 //!
 //! Writes, under `--out DIR`:
-//! - `group.toml` — public: `n`, `t`, every server's endpoint, every public and verification key;
+//! - `group.toml` — public: `n`, `t`, every server's links endpoint, gateway and link key, every
+//!   public and verification key;
 //! - `service-key.pem` — public: the service's RSA key (SubjectPublicKeyInfo), for stock verifiers;
-//! - `server-<i>/keys.toml` — secret (mode 0600, directory 0700): server `i`'s key shares;
-//! - `server-<i>/config.toml` — server `i`'s own settings (listen address, file paths).
+//! - `server-<i>/keys.toml` — secret (mode 0600, directory 0700): server `i`'s link secret and
+//!   key shares;
+//! - `server-<i>/config.toml` — server `i`'s own settings (listen addresses, file paths).
+//!
+//! The formats and their loaders are the `sintra-config` crate's (docs/node.md §Files).
 //!
 //! It refuses to write into a directory that already holds a group, so an old key set is never
 //! overwritten by accident. The dealer keeps nothing: the shares are dropped (and zeroized) when
 //! the command ends.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::Args;
-use serde::{Deserialize, Serialize};
+use sintra_config::{GroupFile, SecretsFile, ServerConfig, ServerEntry, Tunables, is_host_port};
 use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{self, GroupKeys, GroupParameters, ServerKeys};
 use sintra_crypto::rsa::MODULUS_BITS_ALLOWED;
+use sintra_net::LinkKeypair;
 
-/// First port of the default endpoints: server `i` listens on `127.0.0.1:(7000 + i)`.
-const DEFAULT_PORT_BASE: u16 = 7000;
+/// First port of the default links endpoints: server `i` listens on `(7000 + i)`.
+const LINKS_PORT_BASE: u16 = 7000;
+/// First port of the default gateway endpoints: server `i` serves HTTP on `(8000 + i)`.
+const GATEWAY_PORT_BASE: u16 = 8000;
+/// The gateway's port is the links port plus this when `--hosts` gives `host:port`.
+const GATEWAY_PORT_OFFSET: u16 = 1000;
 
 /// Arguments of `sintra keygen`.
 #[derive(Args, Debug)]
@@ -40,42 +51,24 @@ pub struct KeygenArgs {
     /// Size of the service's RSA modulus: 2048 or 3072.
     #[arg(long, default_value_t = 2048)]
     rsa_bits: u32,
-    /// Comma-separated `host:port` of every server, in order; default `127.0.0.1:7001,...`.
+    /// Comma-separated hosts of the servers, in order: `host` (links on port 7000 + i, gateway
+    /// on 8000 + i) or `host:port` (links on that port, gateway on port + 1000). IPv6 addresses
+    /// in brackets. Default: 127.0.0.1 for every server.
     #[arg(long, value_delimiter = ',')]
     hosts: Option<Vec<String>>,
 }
 
-/// The public group file, `group.toml`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct GroupFile {
-    /// Every server, in id order.
-    pub servers: Vec<ServerEntry>,
-    /// Every public key of the group, with `n` and `t`.
-    pub keys: GroupKeys,
-}
-
-/// One server's public entry.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServerEntry {
-    /// The server's id (1-based).
-    pub id: ServerId,
-    /// Where its peers and clients reach it (`host:port`).
-    pub endpoint: String,
-}
-
-/// One server's own configuration, `server-<i>/config.toml`.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServerConfig {
-    /// The server's id.
-    pub id: ServerId,
-    /// Address to listen on.
-    pub listen: String,
-    /// The group file, relative to this file's directory.
-    pub group: PathBuf,
-    /// The secret key file, relative to this file's directory.
-    pub keys: PathBuf,
-    /// The data directory, relative to this file's directory.
-    pub data_dir: PathBuf,
+/// Where one server is reached and where it listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addresses {
+    /// Links, as peers dial them (`host:port`).
+    endpoint: String,
+    /// HTTP gateway, as clients reach it (`host:port`).
+    gateway: String,
+    /// Links listen address.
+    listen: SocketAddr,
+    /// Gateway listen address.
+    gateway_listen: SocketAddr,
 }
 
 /// Runs the dealer.
@@ -88,7 +81,7 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
             MODULUS_BITS_ALLOWED
         );
     }
-    let endpoints = endpoints(&args, parameters.servers)?;
+    let addresses = addresses(&args, parameters.servers)?;
     if args.out.join("group.toml").exists() {
         bail!(
             "{} already holds a group (group.toml); choose another --out or remove it first",
@@ -110,17 +103,16 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
         &mut rand::rngs::OsRng,
         &mut progress,
     )?;
-    write_all(&args.out, &group, &servers, &endpoints)?;
+    write_all(&args.out, &group, servers, &addresses)?;
 
     println!("wrote {}", args.out.join("group.toml").display());
     println!("wrote {}", args.out.join("service-key.pem").display());
-    for (server, endpoint) in servers.iter().zip(&endpoints) {
+    for (id, addresses) in ServerId::all(parameters.servers).zip(&addresses) {
         println!(
-            "wrote {}  ({}, endpoint {endpoint})",
-            args.out
-                .join(format!("server-{}", server.id.get()))
-                .display(),
-            server.id
+            "wrote {}  ({id}, links {}, gateway {})",
+            args.out.join(format!("server-{}", id.get())).display(),
+            addresses.endpoint,
+            addresses.gateway
         );
     }
     println!(
@@ -134,11 +126,11 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn endpoints(args: &KeygenArgs, servers: u16) -> anyhow::Result<Vec<String>> {
-    match &args.hosts {
-        None => Ok(ServerId::all(servers)
-            .map(|id| format!("127.0.0.1:{}", DEFAULT_PORT_BASE + id.get()))
-            .collect()),
+/// Every server's addresses, from `--hosts` or the defaults; refuses malformed hosts, ports
+/// that overflow, and two servers (or a server's links and another's gateway) on one address.
+fn addresses(args: &KeygenArgs, servers: u16) -> anyhow::Result<Vec<Addresses>> {
+    let hosts = match &args.hosts {
+        None => vec!["127.0.0.1".to_owned(); usize::from(servers)],
         Some(hosts) => {
             if hosts.len() != usize::from(servers) {
                 bail!(
@@ -146,37 +138,95 @@ fn endpoints(args: &KeygenArgs, servers: u16) -> anyhow::Result<Vec<String>> {
                     hosts.len()
                 );
             }
-            for host in hosts {
-                let valid = host
-                    .rsplit_once(':')
-                    .is_some_and(|(name, port)| !name.is_empty() && port.parse::<u16>().is_ok());
-                if !valid {
-                    bail!("--hosts: {host:?} is not host:port");
-                }
-            }
-            Ok(hosts.clone())
+            hosts.clone()
         }
+    };
+    let mut all = Vec::with_capacity(hosts.len());
+    let mut taken = BTreeSet::new();
+    for (id, host) in ServerId::all(servers).zip(&hosts) {
+        let host = host.trim();
+        let (name, links_port, gateway_port) = if is_host_port(host) {
+            let (name, port) = host.rsplit_once(':').unwrap_or((host, ""));
+            let port: u16 = port.parse()?;
+            let Some(gateway_port) = port.checked_add(GATEWAY_PORT_OFFSET) else {
+                bail!(
+                    "--hosts: {host}: the gateway port would be {port} + {GATEWAY_PORT_OFFSET}, \
+                     beyond 65535; choose a lower links port"
+                );
+            };
+            (name, port, gateway_port)
+        } else if (!host.is_empty() && !host.contains(':') && !host.contains(char::is_whitespace))
+            || (host.starts_with('[') && host.ends_with(']') && host.len() > 2)
+        {
+            (
+                host,
+                LINKS_PORT_BASE + id.get(),
+                GATEWAY_PORT_BASE + id.get(),
+            )
+        } else {
+            bail!("--hosts: {host:?} is neither a host nor host:port");
+        };
+        let endpoint = format!("{name}:{links_port}");
+        let gateway = format!("{name}:{gateway_port}");
+        for address in [&endpoint, &gateway] {
+            if !taken.insert(address.clone()) {
+                bail!(
+                    "two servers would use {address}; give each server its own host or ports \
+                     (more than 1000 servers on one host need explicit ports)"
+                );
+            }
+        }
+        let ip = listen_ip(name);
+        all.push(Addresses {
+            endpoint,
+            gateway,
+            listen: SocketAddr::new(ip, links_port),
+            gateway_listen: SocketAddr::new(ip, gateway_port),
+        });
+    }
+    Ok(all)
+}
+
+/// Where a server reached at `host` listens: on the loopback address itself for a local group
+/// (so a test cluster is not exposed on every interface), on all interfaces otherwise.
+fn listen_ip(host: &str) -> IpAddr {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => ip,
+        _ if bare.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }
 
 fn write_all(
     out: &Path,
     group: &GroupKeys,
-    servers: &[ServerKeys],
-    endpoints: &[String],
+    servers: Vec<ServerKeys>,
+    addresses: &[Addresses],
 ) -> anyhow::Result<()> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let link_keys: Vec<LinkKeypair> = servers
+        .iter()
+        .map(|_| LinkKeypair::generate(&mut rand::rngs::OsRng))
+        .collect();
     let group_file = GroupFile {
         servers: servers
             .iter()
-            .zip(endpoints)
-            .map(|(keys, endpoint)| ServerEntry {
+            .zip(addresses)
+            .zip(&link_keys)
+            .map(|((keys, addresses), link)| ServerEntry {
                 id: keys.id,
-                endpoint: endpoint.clone(),
+                endpoint: addresses.endpoint.clone(),
+                gateway: addresses.gateway.clone(),
+                link_key: link.public().to_hex(),
             })
             .collect(),
         keys: group.clone(),
     };
+    // What the dealer writes must load: the same checks a server runs at start-up.
+    group_file
+        .check()
+        .map_err(|message| anyhow::anyhow!("the group file would be invalid: {message}"))?;
     write_file(
         out.join("group.toml"),
         toml::to_string(&group_file)?.as_bytes(),
@@ -187,24 +237,27 @@ fn write_all(
         group.service.to_public_key_pem().as_bytes(),
         0o644,
     )?;
-    for (keys, endpoint) in servers.iter().zip(endpoints) {
-        let dir = out.join(format!("server-{}", keys.id.get()));
+    for ((shares, addresses), link) in servers.into_iter().zip(addresses).zip(&link_keys) {
+        let id = shares.id;
+        let dir = out.join(format!("server-{}", id.get()));
         create_private_dir(&dir)?;
+        let secrets = SecretsFile {
+            link_secret: link.secret_hex(),
+            shares,
+        };
         write_file(
             dir.join("keys.toml"),
-            toml::to_string(keys)?.as_bytes(),
+            toml::to_string(&secrets)?.as_bytes(),
             0o600,
         )?;
-        let port = endpoint
-            .rsplit_once(':')
-            .map(|(_, port)| port)
-            .unwrap_or("0");
         let config = ServerConfig {
-            id: keys.id,
-            listen: format!("0.0.0.0:{port}"),
+            id,
+            listen: addresses.listen,
+            gateway_listen: addresses.gateway_listen,
             group: PathBuf::from("../group.toml"),
             keys: PathBuf::from("keys.toml"),
             data_dir: PathBuf::from("data"),
+            tunables: Tunables::default(),
         };
         write_file(
             dir.join("config.toml"),
@@ -249,4 +302,51 @@ fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     let _ = (path, mode);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(hosts: Option<&str>) -> KeygenArgs {
+        KeygenArgs {
+            servers: 4,
+            faults: None,
+            out: PathBuf::from("unused"),
+            rsa_bits: 2048,
+            hosts: hosts.map(|hosts| hosts.split(',').map(str::to_owned).collect()),
+        }
+    }
+
+    #[test]
+    fn default_addresses_are_local_and_listen_on_loopback_only() {
+        let all = addresses(&args(None), 4).unwrap();
+        let last = &all[3];
+        assert_eq!(last.endpoint, "127.0.0.1:7004");
+        assert_eq!(last.gateway, "127.0.0.1:8004");
+        assert_eq!(last.listen.to_string(), "127.0.0.1:7004");
+        assert_eq!(last.gateway_listen.to_string(), "127.0.0.1:8004");
+    }
+
+    #[test]
+    fn hosts_give_names_or_ports_and_bad_ones_are_refused() {
+        let all = addresses(&args(Some("a.example,[::1],localhost:9000,10.1.1.1:1")), 4).unwrap();
+        assert_eq!(all[0].endpoint, "a.example:7001");
+        assert_eq!(all[0].gateway, "a.example:8001");
+        assert_eq!(all[0].listen.to_string(), "0.0.0.0:7001");
+        assert_eq!(all[1].endpoint, "[::1]:7002");
+        assert_eq!(all[1].listen.to_string(), "[::1]:7002");
+        assert_eq!(all[2].gateway, "localhost:10000");
+        assert_eq!(all[2].gateway_listen.to_string(), "127.0.0.1:10000");
+        assert_eq!(all[3].gateway, "10.1.1.1:1001");
+        for bad in [
+            "a,b,c,d:0",
+            "a,b,c,::1",
+            "a,b,c,",
+            "a,b,c,x:65000",
+            "a:7001,a:7001,b,c",
+        ] {
+            assert!(addresses(&args(Some(bad)), 4).is_err(), "{bad}");
+        }
+    }
 }

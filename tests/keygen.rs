@@ -1,35 +1,20 @@
 //! Property: `sintra keygen` writes a complete, private, loadable group, and the service key it
 //! announces in `service-key.pem` verifies threshold-RSA signatures with stock openssl.
-//! Also: impossible groups (`n <= 3t`) and unknown RSA sizes are refused with a clear message.
+//! Every server's files load back through `sintra-config` (link keys that match, gateway
+//! endpoints, listen addresses). Also: impossible groups (`n <= 3t`), unknown RSA sizes and
+//! unusable `--hosts` are refused with a clear message.
 
 use std::path::Path;
 use std::process::Command;
 
-use serde::Deserialize;
-use sintra_crypto::dealer::{GroupKeys, ServerKeys};
-
-#[derive(Deserialize)]
-struct GroupFile {
-    servers: Vec<ServerEntry>,
-    keys: GroupKeys,
-}
-
-#[derive(Deserialize)]
-struct ServerEntry {
-    id: u16,
-    endpoint: String,
-}
+use sintra_config::{GroupFile, SecretsFile, load_server};
+use sintra_crypto::ServerId;
 
 fn sintra(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sintra"))
         .args(args)
         .output()
         .expect("the sintra binary runs")
-}
-
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> T {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
@@ -43,7 +28,7 @@ fn keygen_writes_a_group_whose_service_key_openssl_accepts() {
         "--out",
         out.to_str().unwrap(),
         "--hosts",
-        "10.0.0.1:7001,10.0.0.2:7001,10.0.0.3:7001,10.0.0.4:7001",
+        "10.0.0.1:7001,10.0.0.2:7001,node-3,127.0.0.1:7004",
     ]);
     assert!(
         output.status.success(),
@@ -54,25 +39,31 @@ fn keygen_writes_a_group_whose_service_key_openssl_accepts() {
     assert!(stdout.contains("n = 4, t = 1"), "{stdout}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("safe prime"));
 
-    let group: GroupFile = read_toml(&out.join("group.toml"));
-    group.keys.check().unwrap();
+    let group = GroupFile::load(&out.join("group.toml")).unwrap();
     assert_eq!(group.keys.service.modulus_bits(), 2048);
     assert_eq!(
         group
             .servers
             .iter()
-            .map(|s| (s.id, s.endpoint.as_str()))
+            .map(|s| (s.id.get(), s.endpoint.as_str(), s.gateway.as_str()))
             .collect::<Vec<_>>(),
         vec![
-            (1, "10.0.0.1:7001"),
-            (2, "10.0.0.2:7001"),
-            (3, "10.0.0.3:7001"),
-            (4, "10.0.0.4:7001")
+            (1, "10.0.0.1:7001", "10.0.0.1:8001"),
+            (2, "10.0.0.2:7001", "10.0.0.2:8001"),
+            (3, "node-3:7003", "node-3:8003"),
+            (4, "127.0.0.1:7004", "127.0.0.1:8004")
         ]
     );
+    let listen = [
+        ("0.0.0.0:7001", "0.0.0.0:8001"),
+        ("0.0.0.0:7001", "0.0.0.0:8001"),
+        ("0.0.0.0:7003", "0.0.0.0:8003"),
+        // A loopback group listens on loopback only.
+        ("127.0.0.1:7004", "127.0.0.1:8004"),
+    ];
 
     let mut servers = Vec::new();
-    for i in 1..=4 {
+    for i in 1..=4u16 {
         let path = out.join(format!("server-{i}/keys.toml"));
         #[cfg(unix)]
         {
@@ -85,11 +76,29 @@ fn keygen_writes_a_group_whose_service_key_openssl_accepts() {
                 .mode();
             assert_eq!(dir_mode & 0o777, 0o700);
         }
-        let keys: ServerKeys = read_toml(&path);
+        // The whole server loads as the node will load it: ids agree, the shares are the
+        // group's, and the link secret is the one whose public key the group pins.
+        let loaded = load_server(&out.join(format!("server-{i}/config.toml"))).unwrap();
+        assert_eq!(loaded.config.id, ServerId::new(i).unwrap());
+        assert_eq!(loaded.me, group.servers[usize::from(i) - 1]);
+        assert_eq!(
+            loaded.secrets.link_public_bytes(),
+            group.servers[usize::from(i) - 1].link_key_bytes()
+        );
+        let (links, gateway) = listen[usize::from(i) - 1];
+        assert_eq!(loaded.config.listen.to_string(), links);
+        assert_eq!(loaded.config.gateway_listen.to_string(), gateway);
+        assert_eq!(loaded.config.keys, path.parent().unwrap().join("keys.toml"));
+        assert!(loaded.config.group.exists());
+        assert_eq!(loaded.config.tunables, Default::default());
+        let keys = SecretsFile::load(&path).unwrap().shares;
         keys.check(&group.keys).unwrap();
-        assert!(out.join(format!("server-{i}/config.toml")).exists());
         servers.push(keys);
     }
+    let mut link_keys: Vec<_> = group.servers.iter().map(|s| &s.link_key).collect();
+    link_keys.sort();
+    link_keys.dedup();
+    assert_eq!(link_keys.len(), 4, "every server has its own link key");
 
     // Two servers (t + 1) sign; the combination must verify under the PEM, with openssl.
     let message = b"sintra: a document signed by the service";
@@ -162,5 +171,29 @@ fn keygen_refuses_impossible_groups_clearly() {
     ]);
     assert!(!hosts.status.success());
     assert!(String::from_utf8_lossy(&hosts.stderr).contains("2 endpoints for 4 servers"));
+
+    // A links port whose gateway port (+ 1000) would not exist is refused, as is a shared one.
+    let overflow = sintra(&[
+        "keygen",
+        "--servers",
+        "1",
+        "--hosts",
+        "a:64600",
+        "--out",
+        out,
+    ]);
+    assert!(!overflow.status.success());
+    assert!(String::from_utf8_lossy(&overflow.stderr).contains("beyond 65535"));
+    let shared = sintra(&[
+        "keygen",
+        "--servers",
+        "4",
+        "--hosts",
+        "a:7001,a:8001,b,c",
+        "--out",
+        out,
+    ]);
+    assert!(!shared.status.success());
+    assert!(String::from_utf8_lossy(&shared.stderr).contains("two servers would use a:8001"));
     assert!(!Path::new(out).join("group.toml").exists());
 }

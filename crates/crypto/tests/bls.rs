@@ -256,7 +256,9 @@ fn with_threshold_one_a_share_renamed_to_another_member_is_still_valid() {
     let renamed = SignatureShare::from_bytes(&bytes).unwrap();
     assert_eq!(renamed.id(), id(5));
     assert_eq!(keys.verify_share(&ctx(), MESSAGE, &renamed), Ok(()));
-    let combined = keys.combine(&ctx(), MESSAGE, &[renamed, shares[1]]).unwrap();
+    let combined = keys
+        .combine(&ctx(), MESSAGE, &[renamed, shares[1]])
+        .unwrap();
     assert!(combined.faulty.is_empty());
     // With k = 2 the same renaming is a fault and is named.
     let (keys, _, shares) = setup(2, 5, 450);
@@ -267,7 +269,9 @@ fn with_threshold_one_a_share_renamed_to_another_member_is_still_valid() {
         keys.verify_share(&ctx(), MESSAGE, &renamed),
         Err(CryptoError::InvalidShare(id(5)))
     );
-    let combined = keys.combine(&ctx(), MESSAGE, &[renamed, shares[1], shares[2]]).unwrap();
+    let combined = keys
+        .combine(&ctx(), MESSAGE, &[renamed, shares[1], shares[2]])
+        .unwrap();
     assert_eq!(combined.faulty, vec![id(5)]);
 }
 

@@ -1,0 +1,58 @@
+//! Deterministic services and the answers clients verify (docs/node.md §Requests, answers and
+//! their signatures).
+//!
+//! A [`Service`] is a deterministic state machine: every server executes the same ordered
+//! requests with the same [`ExecutionContext`] and must reach the same state and the same
+//! answers, so a service never reads clocks, randomness or anything outside its arguments, and a
+//! request it cannot parse gets a deterministic error answer rather than a panic. The built-in
+//! service is the key-value store of [`kv`]. The module [`answers`] turns the answers of one
+//! atomic-broadcast round into a Merkle tree whose root the servers sign with the threshold RSA
+//! service key, and lets a client check its [`answers::SignedAnswer`] with that key alone.
+#![forbid(unsafe_code)]
+
+pub mod answers;
+pub mod kv;
+
+/// Where in the total order a request is executed. Identical at every server for a given
+/// request, so a service may use it (e.g. to stamp entries) without diverging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecutionContext {
+    /// The request's position in the ordered log (0-based).
+    pub position: u64,
+    /// The atomic-broadcast round that delivered it.
+    pub round: u64,
+}
+
+/// Why a service refused to restore a snapshot. Local misuse or a corrupt snapshot; the
+/// service's state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The snapshot is not a canonical snapshot of this service within its bounds.
+    #[error("invalid {service} snapshot: {why}")]
+    InvalidSnapshot {
+        /// The service's [`Service::name`].
+        service: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A deterministic replicated service.
+///
+/// Every call must depend only on the service's state and the arguments: two services in the
+/// same state given the same calls return the same answers and reach the same state.
+pub trait Service: Send {
+    /// A short stable name (`"kv"`), for logs and errors.
+    fn name(&self) -> &'static str;
+
+    /// Executes one ordered request and returns its answer. Never panics on any `request`; a
+    /// request the service cannot parse or serve gets a deterministic error answer.
+    fn execute(&mut self, context: &ExecutionContext, request: &[u8]) -> Vec<u8>;
+
+    /// The whole state in a canonical encoding: equal states give equal bytes, so its SHA-256 is
+    /// the state digest servers certify at checkpoints.
+    fn snapshot(&self) -> Vec<u8>;
+
+    /// Replaces the state by a snapshot's. On error the state is unchanged.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
+}
