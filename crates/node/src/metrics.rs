@@ -254,7 +254,9 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE sintra_peer_connected gauge");
         for peer in &links.peers {
-            let Some(peer_id) = peer.id else { continue };
+            let Some(peer_id) = peer.id.map(ServerId::get) else {
+                continue;
+            };
             let _ = writeln!(
                 out,
                 "sintra_peer_connected{{server=\"{id}\",peer=\"{peer_id}\"}} {}",
