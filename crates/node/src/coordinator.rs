@@ -185,11 +185,18 @@ impl Coordinator {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Registrations first: a client registers before it submits, so its registration
+            // is always handled before the executed round that answers it.
             tokio::select! {
+                biased;
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() {
                         break;
                     }
+                }
+                registration = self.registrations.recv() => {
+                    let Some(registration) = registration else { break };
+                    self.on_register(&mut state, registration);
                 }
                 event = self.events.recv() => {
                     let Some(event) = event else { break };
@@ -200,10 +207,6 @@ impl Coordinator {
                 message = self.peers.recv() => {
                     let Some((from, message)) = message else { break };
                     self.on_peer(&mut state, from, message, &served_tx);
-                }
-                registration = self.registrations.recv() => {
-                    let Some(registration) = registration else { break };
-                    self.on_register(&mut state, registration);
                 }
                 Some(peer) = served_rx.recv() => {
                     state.serving.remove(&peer);
