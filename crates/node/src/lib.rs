@@ -268,9 +268,7 @@ impl Node {
             .map_err(|error| NodeError::Network(error.to_string()))?;
 
         let metrics = Arc::new(Metrics::default());
-        metrics
-            .height
-            .store(stored.height, std::sync::atomic::Ordering::Relaxed);
+        metrics.set_log_head(stored.height, stored.log_digest);
         metrics
             .next_round
             .store(stored.next_round, std::sync::atomic::Ordering::Relaxed);
