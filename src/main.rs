@@ -25,6 +25,15 @@ enum Command {
     Sim(sintra_sim::cli::SimArgs),
     /// Measure; prints a table (or JSON).
     Bench(BenchArgs),
+    /// Run one replica until SIGTERM or Ctrl-C (logs: RUST_LOG, default info).
+    Node(NodeArgs),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// The server's config file (server-<i>/config.toml from `sintra keygen`).
+    #[arg(long)]
+    config: std::path::PathBuf,
 }
 
 #[derive(Args)]
@@ -52,11 +61,31 @@ fn main() -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Node(args) => Ok(node(&args)),
         Command::Bench(BenchArgs {
             which: Bench::Sim(args),
         }) => {
             print!("{}", sintra_sim::bench::run(&args)?);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `sintra node`: exit 0 after a graceful stop, 1 when the replica could not start or failed.
+fn node(args: &NodeArgs) -> ExitCode {
+    sintra_node::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sintra node: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sintra_node::run(&args.config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sintra node: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -322,6 +322,54 @@ impl Abc {
         }
     }
 
+    /// An instance that continues where a server's log ends, after a restart: round
+    /// `next_round` is delivered next, at position `delivered_count`; `recent` lists the
+    /// requests delivered in the last rounds as `(round, request_digest)` (any order; those
+    /// older than the deduplication window are ignored), so that copies delivered within
+    /// [`DEDUP_ROUNDS`] are skipped exactly as at the servers that never stopped.
+    ///
+    /// Nothing else is restored: the pending queue starts empty (clients resubmit) and the
+    /// rounds from `next_round` on start from scratch. A restarted server must not send anything
+    /// for rounds it may have sent messages for before (the runtime's send fence); it may still
+    /// deliver those rounds from the others' decisions ([`Abc::catch_up_to`]).
+    pub fn resume(
+        instance: InstanceId,
+        config: AbcConfig,
+        next_round: u64,
+        delivered_count: u64,
+        recent: impl IntoIterator<Item = (u64, Digest)>,
+    ) -> Self {
+        let mut abc = Self::new(instance, config);
+        abc.current = next_round;
+        abc.positions = delivered_count;
+        let oldest_kept = next_round.saturating_sub(DEDUP_ROUNDS - 1);
+        let mut recent: Vec<(u64, Digest)> = recent
+            .into_iter()
+            .filter(|(round, _)| *round >= oldest_kept && *round < next_round)
+            .collect();
+        // Stable: the window expires round by round, so it is filled in round order.
+        recent.sort_by_key(|(round, _)| *round);
+        for (round, digest) in recent {
+            abc.delivered.insert(round, digest);
+        }
+        abc
+    }
+
+    /// Tells this server that peers delivered rounds up to `round`: for every round up to it
+    /// that it has not delivered, it asks the others for the decision (`CATCH-UP`, once per
+    /// round) and then fetches the decided batches — the in-protocol catch-up, which reaches
+    /// back [`ROUNDS_RETAINED`] rounds behind the others. A restarted server calls it when it
+    /// learns where the group stands, since peers that went quiet send nothing that would
+    /// reveal it. A round this server already delivered is ignored.
+    pub fn catch_up_to(&mut self, party: &mut Party, round: u64) -> Step<Delivered> {
+        let mut step = Step::new();
+        if round >= self.current {
+            self.dropped_through = self.dropped_through.max(Some(round));
+            self.progress(party, &mut step);
+        }
+        step
+    }
+
     /// Takes a request from a client. It waits in the pending queue until delivered (through
     /// this server's batch or another's). A request already pending or delivered within
     /// [`DEDUP_ROUNDS`] is accepted and ignored. Refused — and not kept — when too large or when

@@ -1,0 +1,1030 @@
+//! The coordinator task: everything between replicas that is not ordering.
+//!
+//! * **Answers.** Clients wait here (by request digest) until their request is executed; the
+//!   server that holds a waiting client collects the others' RSA shares of the round's
+//!   answer-batch statement and combines `t + 1` optimistically. If the result does not verify,
+//!   it asks every sharer for a proof of correctness, names the senders of invalid shares
+//!   (faults), and combines proven shares. Every `SignedAnswer` is verified before it is handed
+//!   out.
+//! * **Checkpoints.** `n - t` matching BLS shares of a checkpoint statement combine into a
+//!   certificate, stored and handed to peers that ask.
+//! * **Catch-up.** A (re)started server says `Hello`; peers answer with where they stand and
+//!   their latest certificate. If a peer's certificate covers rounds this server lacks, it asks
+//!   peers *one at a time* for the log up to that certificate and hands what it gets to the
+//!   executor, which checks it against the certificate before executing anything; a wrong log
+//!   is blamed on its sender and the next peer is asked. Rounds after the last certificate come
+//!   from atomic broadcast's own catch-up, which this task sets going
+//!   ([`sintra_protocols::abc::Abc::catch_up_to`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use sintra_crypto::dealer::GroupKeys;
+use sintra_crypto::encoding::Encode;
+use sintra_crypto::{CombineError, Context, CryptoError, ServerId, bls, rsa};
+use sintra_net::LinksHandle;
+use sintra_protocols::InstanceId;
+use sintra_services::answers::{AnswerBatch, SignedAnswer};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::checkpoint::{CHECKPOINT_PURPOSE, CheckpointCertificate, CheckpointStatement};
+use crate::executor::{ExecInput, Executed};
+use crate::message::NodeMessage;
+use crate::metrics::Metrics;
+use crate::signer::{ANSWER_PROOF_PURPOSE, SignJob};
+use crate::store::{RoundRecord, Store};
+
+/// Clients waiting for an answer at once; beyond it new requests are refused (HTTP 503).
+pub const WAITING_CLIENTS_MAX: usize = 1 << 16;
+/// Registrations waiting for the coordinator (gateway → coordinator channel).
+pub(crate) const REGISTER_QUEUE_MAX: usize = 4096;
+/// Node messages from the protocol task waiting for the coordinator.
+pub(crate) const PEER_QUEUE_MAX: usize = 4096;
+/// Executor events waiting for the coordinator.
+pub(crate) const EVENT_QUEUE_MAX: usize = 1024;
+/// Rounds with waiting clients whose signature is still being collected; older ones are given
+/// up (their clients get a timeout).
+pub const ANSWER_ROUNDS_MAX: usize = 1024;
+/// Rounds beyond the last executed one for which peers' answer shares are kept (one per peer).
+pub const EARLY_SHARE_ROUNDS_MAX: u64 = 256;
+/// Own answer shares kept (rounds), to prove them to a combiner that asks.
+pub const OWN_SHARES_MAX: usize = 1024;
+/// Checkpoint rounds for which peers' shares are collected at once (one statement per peer).
+pub const CHECKPOINT_ROUNDS_PENDING_MAX: usize = 64;
+/// Bytes of round records one reply part carries (a link message is at most 8 MiB).
+pub const TRANSFER_REPLY_BYTES_MAX: usize = 4 << 20;
+/// Bytes of round records a transfer buffers before they can be checked against the certificate.
+pub const TRANSFER_BUFFER_BYTES_MAX: usize = 256 << 20;
+/// A peer that sends nothing for this long during a transfer is given up for the next one.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Peers served a transfer at once.
+pub const TRANSFERS_SERVED_MAX: usize = 4;
+/// How often the coordinator looks at timeouts and stale waiters.
+const TICK: Duration = Duration::from_millis(500);
+
+/// A client waiting for the signed answer to a request.
+#[derive(Debug)]
+pub(crate) struct Register {
+    /// SHA-256 of the request.
+    pub digest: [u8; 32],
+    pub reply: oneshot::Sender<SignedAnswer>,
+}
+
+/// What the executor and the signer tell the coordinator.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Executed(Box<Executed>),
+    OwnShare {
+        round: u64,
+        share: rsa::SignatureShare,
+    },
+    OwnCheckpoint {
+        statement: CheckpointStatement,
+        share: bls::SignatureShare,
+    },
+    TransferDone {
+        peer: ServerId,
+        accepted: bool,
+        next_round: u64,
+    },
+    Fatal(String),
+}
+
+/// A round with waiting clients, collecting signature shares.
+struct AnswerRound {
+    batch: Arc<AnswerBatch>,
+    digest: [u8; 32],
+    requests: Vec<Vec<u8>>,
+    answers: Vec<Vec<u8>>,
+    waiting: Vec<(usize, oneshot::Sender<SignedAnswer>)>,
+    shares: BTreeMap<ServerId, rsa::SignatureShare>,
+    /// Senders whose share was found invalid.
+    bad: BTreeSet<ServerId>,
+    /// An optimistic combination failed: only proven shares count from now on.
+    proofs_needed: bool,
+    proven: BTreeSet<ServerId>,
+    asked: BTreeSet<ServerId>,
+}
+
+/// A state transfer under way.
+struct Transfer {
+    peer: ServerId,
+    target: CheckpointCertificate,
+    from_round: u64,
+    records: Vec<RoundRecord>,
+    bytes: usize,
+    last_progress: Instant,
+    tried: BTreeSet<ServerId>,
+}
+
+pub(crate) struct Coordinator {
+    pub me: ServerId,
+    pub group: Arc<GroupKeys>,
+    pub instance: InstanceId,
+    pub links: LinksHandle,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    pub peers: mpsc::Receiver<(ServerId, NodeMessage)>,
+    pub events: mpsc::Receiver<Event>,
+    pub registrations: mpsc::Receiver<Register>,
+    pub execution: mpsc::Sender<ExecInput>,
+    pub catch_up: watch::Sender<u64>,
+    pub signer: std::sync::mpsc::SyncSender<SignJob>,
+    pub shutdown: watch::Receiver<bool>,
+    pub executed_next: u64,
+    pub certificate: Option<CheckpointCertificate>,
+}
+
+struct State {
+    waiters: HashMap<[u8; 32], Vec<oneshot::Sender<SignedAnswer>>>,
+    waiter_count: usize,
+    rounds: BTreeMap<u64, AnswerRound>,
+    early: BTreeMap<u64, BTreeMap<ServerId, rsa::SignatureShare>>,
+    /// This server's answer shares, to prove them to a combiner that asks.
+    own: BTreeMap<u64, rsa::SignatureShare>,
+    /// Statement digests of the rounds executed here.
+    digests: BTreeMap<u64, [u8; 32]>,
+    checkpoint_shares:
+        BTreeMap<u64, BTreeMap<ServerId, (CheckpointStatement, bls::SignatureShare)>>,
+    own_statements: BTreeMap<u64, CheckpointStatement>,
+    transfer: Option<Transfer>,
+    /// A verified transfer the executor had no room for yet.
+    pending_input: Option<ExecInput>,
+    peer_rounds: BTreeMap<ServerId, u64>,
+    /// The highest verified certificate seen from a peer.
+    best_certificate: Option<CheckpointCertificate>,
+    serving: HashSet<ServerId>,
+    hello_round: Option<u64>,
+}
+
+impl Coordinator {
+    pub(crate) async fn run(mut self) {
+        let mut state = State {
+            waiters: HashMap::new(),
+            waiter_count: 0,
+            rounds: BTreeMap::new(),
+            early: BTreeMap::new(),
+            own: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            checkpoint_shares: BTreeMap::new(),
+            own_statements: BTreeMap::new(),
+            transfer: None,
+            pending_input: None,
+            peer_rounds: BTreeMap::new(),
+            best_certificate: None,
+            serving: HashSet::new(),
+            hello_round: None,
+        };
+        let (served_tx, mut served_rx) = mpsc::channel::<ServerId>(TRANSFERS_SERVED_MAX);
+        self.say_hello(&mut state);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        break;
+                    }
+                }
+                event = self.events.recv() => {
+                    let Some(event) = event else { break };
+                    if !self.on_event(&mut state, event) {
+                        break;
+                    }
+                }
+                message = self.peers.recv() => {
+                    let Some((from, message)) = message else { break };
+                    self.on_peer(&mut state, from, message, &served_tx);
+                }
+                registration = self.registrations.recv() => {
+                    let Some(registration) = registration else { break };
+                    self.on_register(&mut state, registration);
+                }
+                Some(peer) = served_rx.recv() => {
+                    state.serving.remove(&peer);
+                }
+                _ = tick.tick() => self.on_tick(&mut state),
+            }
+        }
+        debug!(server = %self.me, "coordinator stopped");
+    }
+
+    fn threshold(&self) -> usize {
+        self.group.parameters.honest_threshold()
+    }
+
+    fn send(&self, to: ServerId, message: &NodeMessage) {
+        if let Err(error) = self.links.try_send(to, Bytes::from(message.to_bytes())) {
+            debug!(peer = %to, %error, "node message not sent");
+        }
+    }
+
+    fn fault(&self, peer: ServerId, kind: &'static str, what: &str) {
+        self.metrics.fault(peer, kind);
+        warn!(%peer, kind, what, "fault");
+    }
+
+    fn say_hello(&self, state: &mut State) {
+        if state.hello_round == Some(self.executed_next) {
+            return;
+        }
+        state.hello_round = Some(self.executed_next);
+        let hello = NodeMessage::Hello {
+            next_round: self.executed_next,
+        };
+        let _ = self.links.broadcast(Bytes::from(hello.to_bytes()));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Clients.
+
+    fn on_register(&self, state: &mut State, registration: Register) {
+        if state.waiter_count >= WAITING_CLIENTS_MAX {
+            // Dropping the sender tells the gateway (it answers 503).
+            return;
+        }
+        state.waiter_count += 1;
+        state
+            .waiters
+            .entry(registration.digest)
+            .or_default()
+            .push(registration.reply);
+        self.metrics
+            .waiting_clients
+            .store(state.waiter_count as u64, Ordering::Relaxed);
+    }
+
+    fn on_tick(&mut self, state: &mut State) {
+        // Clients that gave up (timeout) leave closed channels behind.
+        state.waiters.retain(|_, waiting| {
+            waiting.retain(|reply| !reply.is_closed());
+            !waiting.is_empty()
+        });
+        state.waiter_count = state.waiters.values().map(Vec::len).sum::<usize>()
+            + state
+                .rounds
+                .values()
+                .map(|r| r.waiting.len())
+                .sum::<usize>();
+        self.metrics
+            .waiting_clients
+            .store(state.waiter_count as u64, Ordering::Relaxed);
+        if let Some(input) = state.pending_input.take() {
+            self.hand_to_executor(state, input);
+        }
+        let stalled = state
+            .transfer
+            .as_ref()
+            .is_some_and(|transfer| transfer.last_progress.elapsed() > TRANSFER_TIMEOUT);
+        if stalled && let Some(transfer) = state.transfer.take() {
+            info!(peer = %transfer.peer, "state transfer peer is silent; asking another");
+            self.start_transfer(state, transfer.target, transfer.tried);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Executor events.
+
+    fn on_event(&mut self, state: &mut State, event: Event) -> bool {
+        match event {
+            Event::Executed(executed) => self.on_executed(state, *executed),
+            Event::OwnShare { round, share } => {
+                state.own.insert(round, share.clone());
+                self.add_share(state, self.me, round, share);
+                while state.own.len() > OWN_SHARES_MAX {
+                    state.own.pop_first();
+                }
+            }
+            Event::OwnCheckpoint { statement, share } => {
+                state.own_statements.insert(statement.round, statement);
+                while state.own_statements.len() > CHECKPOINT_ROUNDS_PENDING_MAX {
+                    state.own_statements.pop_first();
+                }
+                self.on_checkpoint_share(state, self.me, statement, share);
+            }
+            Event::TransferDone {
+                peer,
+                accepted,
+                next_round,
+            } => self.on_transfer_done(state, peer, accepted, next_round),
+            Event::Fatal(error) => {
+                error!(server = %self.me, %error, "the replica cannot continue");
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_executed(&mut self, state: &mut State, executed: Executed) {
+        let Executed {
+            round,
+            batch,
+            requests,
+            answers,
+        } = executed;
+        self.executed_next = self.executed_next.max(round + 1);
+        let Some(batch) = batch else {
+            state.early.remove(&round);
+            return;
+        };
+        let digest: [u8; 32] = Sha256::digest(batch.statement()).into();
+        state.digests.insert(round, digest);
+        while state.digests.len() > OWN_SHARES_MAX {
+            state.digests.pop_first();
+        }
+        let mut waiting = Vec::new();
+        if !state.waiters.is_empty() {
+            for (index, request) in requests.iter().enumerate() {
+                let request_digest: [u8; 32] = Sha256::digest(request).into();
+                if let Some(replies) = state.waiters.remove(&request_digest) {
+                    for reply in replies {
+                        waiting.push((index, reply));
+                    }
+                }
+            }
+        }
+        let early = state.early.remove(&round).unwrap_or_default();
+        // Early shares of rounds already executed without waiting clients are of no use.
+        state.early = state.early.split_off(&self.executed_next);
+        if waiting.is_empty() {
+            return;
+        }
+        let mut answer_round = AnswerRound {
+            batch,
+            digest,
+            requests,
+            answers,
+            waiting,
+            shares: early,
+            bad: BTreeSet::new(),
+            proofs_needed: false,
+            proven: BTreeSet::new(),
+            asked: BTreeSet::new(),
+        };
+        if let Some(share) = state.own.get(&round) {
+            answer_round.shares.insert(self.me, share.clone());
+        }
+        state.rounds.insert(round, answer_round);
+        while state.rounds.len() > ANSWER_ROUNDS_MAX {
+            if let Some((old, dropped)) = state.rounds.pop_first() {
+                warn!(
+                    round = old,
+                    clients = dropped.waiting.len(),
+                    "gave up collecting answer shares"
+                );
+            }
+        }
+        self.try_combine(state, round);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Answer shares.
+
+    fn add_share(&self, state: &mut State, from: ServerId, round: u64, share: rsa::SignatureShare) {
+        if let Some(answer_round) = state.rounds.get_mut(&round) {
+            match answer_round.shares.get(&from) {
+                Some(kept) if *kept == share => return,
+                Some(_) => {
+                    self.fault(from, "equivocation", "two answer shares for one round");
+                    return;
+                }
+                None => {
+                    answer_round.shares.insert(from, share);
+                }
+            }
+            if answer_round.proofs_needed && from != self.me && answer_round.asked.insert(from) {
+                self.send(from, &NodeMessage::ProofRequest { round });
+            }
+            self.try_combine(state, round);
+            return;
+        }
+        if round >= self.executed_next && round < self.executed_next + EARLY_SHARE_ROUNDS_MAX {
+            let slot = state.early.entry(round).or_default();
+            match slot.get(&from) {
+                Some(kept) if *kept != share => {
+                    self.fault(from, "equivocation", "two answer shares for one round");
+                }
+                Some(_) => {}
+                None => {
+                    slot.insert(from, share);
+                }
+            }
+        }
+    }
+
+    fn try_combine(&self, state: &mut State, round: u64) {
+        let threshold = self.threshold();
+        let key = &self.group.service;
+        loop {
+            let Some(answer_round) = state.rounds.get_mut(&round) else {
+                return;
+            };
+            // Own share first: it is known good.
+            let mut candidates: Vec<rsa::SignatureShare> = Vec::new();
+            if let Some(own) = answer_round.shares.get(&self.me) {
+                candidates.push(own.clone());
+            }
+            for (server, share) in &answer_round.shares {
+                if *server == self.me || answer_round.bad.contains(server) {
+                    continue;
+                }
+                if answer_round.proofs_needed && !answer_round.proven.contains(server) {
+                    continue;
+                }
+                candidates.push(share.clone());
+            }
+            if candidates.len() < threshold {
+                return;
+            }
+            candidates.truncate(threshold);
+            match key.combine_digest(&answer_round.digest, &candidates) {
+                Ok(signature) => {
+                    let Some(answer_round) = state.rounds.remove(&round) else {
+                        return;
+                    };
+                    self.metrics
+                        .signatures_combined
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.release(state, round, answer_round, &signature);
+                    return;
+                }
+                Err(CombineError::Crypto(CryptoError::InvalidShare(culprit))) => {
+                    // Out of range: the sender is named without a proof.
+                    answer_round.bad.insert(culprit);
+                    answer_round.shares.remove(&culprit);
+                    self.fault(culprit, "invalid_share", "answer share out of range");
+                }
+                Err(error) => {
+                    if answer_round.proofs_needed {
+                        // Proven shares that do not combine: cannot happen with a consistent
+                        // key; wait for more rather than loop.
+                        error!(round, %error, "proven answer shares do not combine");
+                        return;
+                    }
+                    debug!(round, %error, "optimistic combination failed; asking for proofs");
+                    answer_round.proofs_needed = true;
+                    let peers: Vec<ServerId> = answer_round
+                        .shares
+                        .keys()
+                        .copied()
+                        .filter(|server| *server != self.me)
+                        .collect();
+                    for peer in peers {
+                        if answer_round.asked.insert(peer) {
+                            self.send(peer, &NodeMessage::ProofRequest { round });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_answer_proof(
+        &self,
+        state: &mut State,
+        from: ServerId,
+        round: u64,
+        share: rsa::SignatureShare,
+        proof: rsa::ShareProof,
+    ) {
+        let Some(answer_round) = state.rounds.get_mut(&round) else {
+            return;
+        };
+        if !answer_round.asked.contains(&from) || answer_round.proven.contains(&from) {
+            return;
+        }
+        let context = Context::new(ANSWER_PROOF_PURPOSE, self.instance.as_bytes());
+        let valid = self
+            .group
+            .service
+            .verify_share_digest(&context, &answer_round.digest, &share, &proof)
+            .is_ok()
+            && answer_round
+                .shares
+                .get(&from)
+                .is_none_or(|kept| *kept == share);
+        if valid {
+            answer_round.shares.insert(from, share);
+            answer_round.proven.insert(from);
+        } else {
+            answer_round.bad.insert(from);
+            answer_round.shares.remove(&from);
+            self.fault(from, "invalid_share", "answer share that fails its proof");
+        }
+        self.try_combine(state, round);
+    }
+
+    /// Hands every waiting client of the round its signed answer, each checked first.
+    fn release(
+        &self,
+        state: &mut State,
+        round: u64,
+        answer_round: AnswerRound,
+        signature: &rsa::Signature,
+    ) {
+        let AnswerRound {
+            batch,
+            requests,
+            answers,
+            waiting,
+            ..
+        } = answer_round;
+        for (index, reply) in waiting {
+            state.waiter_count = state.waiter_count.saturating_sub(1);
+            let (Some(request), Some(answer)) = (requests.get(index), answers.get(index)) else {
+                continue;
+            };
+            let Some(signed) =
+                batch.signed_answer(index, answer.clone(), signature.as_bytes().to_vec())
+            else {
+                continue;
+            };
+            if let Err(error) = signed.verify(&self.group.service, request) {
+                error!(round, index, %error, "a combined answer does not verify; not released");
+                continue;
+            }
+            self.metrics.answers_signed.fetch_add(1, Ordering::Relaxed);
+            let _ = reply.send(signed);
+        }
+        self.metrics
+            .waiting_clients
+            .store(state.waiter_count as u64, Ordering::Relaxed);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Peers.
+
+    fn on_peer(
+        &mut self,
+        state: &mut State,
+        from: ServerId,
+        message: NodeMessage,
+        served: &mpsc::Sender<ServerId>,
+    ) {
+        match message {
+            NodeMessage::Protocol(_) => {}
+            NodeMessage::AnswerShare { round, share } => {
+                if share.id() != from {
+                    self.fault(from, "unexpected_message", "answer share of another server");
+                    return;
+                }
+                self.add_share(state, from, round, share);
+            }
+            NodeMessage::ProofRequest { round } => {
+                if let (Some(share), Some(digest)) =
+                    (state.own.get(&round), state.digests.get(&round))
+                {
+                    let job = SignJob::Prove {
+                        round,
+                        digest: *digest,
+                        share: share.clone(),
+                        peer: from,
+                    };
+                    if self.signer.try_send(job).is_err() {
+                        debug!(peer = %from, round, "signer busy; proof request dropped");
+                    }
+                }
+            }
+            NodeMessage::AnswerProof {
+                round,
+                share,
+                proof,
+            } => {
+                if share.id() != from {
+                    self.fault(from, "unexpected_message", "answer proof of another server");
+                    return;
+                }
+                self.on_answer_proof(state, from, round, share, proof);
+            }
+            NodeMessage::CheckpointShare { statement, share } => {
+                if share.id() != from {
+                    self.fault(
+                        from,
+                        "unexpected_message",
+                        "checkpoint share of another server",
+                    );
+                    return;
+                }
+                if statement.round
+                    >= self
+                        .executed_next
+                        .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED)
+                {
+                    // The peer is far ahead: find out where the group stands.
+                    self.say_hello(state);
+                }
+                self.on_checkpoint_share(state, from, statement, share);
+            }
+            NodeMessage::Hello { next_round } => {
+                state.peer_rounds.insert(from, next_round);
+                let status = NodeMessage::Status {
+                    next_round: self.executed_next,
+                    certificate: self.certificate.clone(),
+                };
+                self.send(from, &status);
+            }
+            NodeMessage::Status {
+                next_round,
+                certificate,
+            } => self.on_status(state, from, next_round, certificate),
+            NodeMessage::FetchRounds { from_round } => {
+                self.serve_rounds(state, from, from_round, served)
+            }
+            NodeMessage::Rounds {
+                records,
+                certificate,
+            } => self.on_rounds(state, from, records, certificate),
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Checkpoints.
+
+    fn on_checkpoint_share(
+        &mut self,
+        state: &mut State,
+        from: ServerId,
+        statement: CheckpointStatement,
+        share: bls::SignatureShare,
+    ) {
+        let latest = self.certificate.as_ref().map(|c| c.statement.round);
+        if latest.is_some_and(|latest| statement.round <= latest) {
+            return;
+        }
+        if !state.checkpoint_shares.contains_key(&statement.round)
+            && state.checkpoint_shares.len() >= CHECKPOINT_ROUNDS_PENDING_MAX
+        {
+            // Keep the lowest rounds: they complete first.
+            match state.checkpoint_shares.last_key_value() {
+                Some((highest, _)) if *highest > statement.round => {
+                    state.checkpoint_shares.pop_last();
+                }
+                _ => return,
+            }
+        }
+        let slot = state.checkpoint_shares.entry(statement.round).or_default();
+        match slot.get(&from) {
+            Some((kept, _)) if *kept != statement => {
+                self.fault(
+                    from,
+                    "equivocation",
+                    "two checkpoint statements for one round",
+                );
+                return;
+            }
+            Some(_) => return,
+            None => {
+                slot.insert(from, (statement, share));
+            }
+        }
+        let matching: Vec<bls::SignatureShare> = slot
+            .values()
+            .filter(|(kept, _)| *kept == statement)
+            .map(|(_, share)| *share)
+            .collect();
+        if matching.len() < self.group.parameters.agreement_threshold() {
+            return;
+        }
+        let context = Context::new(CHECKPOINT_PURPOSE, self.instance.as_bytes());
+        let combined = self
+            .group
+            .agreement
+            .combine(&context, &statement.signed_bytes(), &matching);
+        let signature = match combined {
+            Ok(combined) => {
+                for culprit in combined.faulty {
+                    self.fault(culprit, "invalid_share", "checkpoint share");
+                    if let Some(slot) = state.checkpoint_shares.get_mut(&statement.round) {
+                        slot.remove(&culprit);
+                    }
+                }
+                combined.value
+            }
+            Err(CombineError::NotEnoughValidShares { faulty, .. }) => {
+                for culprit in faulty {
+                    self.fault(culprit, "invalid_share", "checkpoint share");
+                    if let Some(slot) = state.checkpoint_shares.get_mut(&statement.round) {
+                        slot.remove(&culprit);
+                    }
+                }
+                return;
+            }
+            Err(error) => {
+                debug!(%error, "checkpoint shares do not combine");
+                return;
+            }
+        };
+        let certificate = CheckpointCertificate {
+            statement,
+            signature,
+        };
+        if let Some(own) = state.own_statements.get(&statement.round)
+            && *own != statement
+        {
+            error!(
+                round = statement.round,
+                "the group certified a checkpoint that differs from this server's state"
+            );
+        }
+        state.checkpoint_shares = state.checkpoint_shares.split_off(&(statement.round + 1));
+        self.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            round = statement.round,
+            height = statement.height,
+            "checkpoint certified"
+        );
+        let store = self.store.clone();
+        let stored = certificate.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.save_certificate(&stored) {
+                error!(%error, "cannot store a checkpoint certificate");
+            }
+        });
+        self.certificate = Some(certificate.clone());
+        self.consider_certificate(state, certificate);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Catch-up.
+
+    fn on_status(
+        &mut self,
+        state: &mut State,
+        from: ServerId,
+        next_round: u64,
+        certificate: Option<CheckpointCertificate>,
+    ) {
+        state.peer_rounds.insert(from, next_round);
+        if let Some(certificate) = certificate
+            && certificate.statement.round >= self.executed_next
+        {
+            if certificate
+                .verify(&self.group, self.instance.as_bytes())
+                .is_err()
+            {
+                self.fault(from, "invalid_proof", "checkpoint certificate");
+                return;
+            }
+            self.consider_certificate(state, certificate);
+        }
+        if next_round > self.executed_next {
+            // Atomic broadcast's own catch-up brings the rounds no certificate covers.
+            let _ = self.catch_up.send(next_round - 1);
+        }
+    }
+
+    /// A verified certificate: if it covers rounds this server has not executed, fetch them.
+    fn consider_certificate(&mut self, state: &mut State, certificate: CheckpointCertificate) {
+        if certificate.statement.round < self.executed_next {
+            return;
+        }
+        if state
+            .best_certificate
+            .as_ref()
+            .is_none_or(|best| best.statement.round < certificate.statement.round)
+        {
+            state.best_certificate = Some(certificate.clone());
+        }
+        // A certificate only `ROUNDS_RETAINED` rounds ahead is left to atomic broadcast's own
+        // catch-up, which is cheaper; further ones need the log.
+        let gap = certificate.statement.round + 1 - self.executed_next;
+        if state.transfer.is_none() && gap >= sintra_protocols::abc::ROUNDS_RETAINED / 2 {
+            self.start_transfer(state, certificate, BTreeSet::new());
+        }
+    }
+
+    fn start_transfer(
+        &mut self,
+        state: &mut State,
+        target: CheckpointCertificate,
+        mut tried: BTreeSet<ServerId>,
+    ) {
+        if target.statement.round < self.executed_next {
+            return;
+        }
+        let round = target.statement.round;
+        let candidates: Vec<ServerId> = state
+            .peer_rounds
+            .iter()
+            .filter(|(peer, next)| **next > round && **peer != self.me)
+            .map(|(peer, _)| *peer)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        if candidates.iter().all(|peer| tried.contains(peer)) {
+            // Everyone was asked once: start over (a silent peer may have come back).
+            tried.clear();
+        }
+        let Some(peer) = candidates.into_iter().find(|peer| !tried.contains(peer)) else {
+            return;
+        };
+        tried.insert(peer);
+        info!(%peer, from_round = self.executed_next, to_round = round, "state transfer");
+        self.send(
+            peer,
+            &NodeMessage::FetchRounds {
+                from_round: self.executed_next,
+            },
+        );
+        state.transfer = Some(Transfer {
+            peer,
+            target,
+            from_round: self.executed_next,
+            records: Vec::new(),
+            bytes: 0,
+            last_progress: Instant::now(),
+            tried,
+        });
+    }
+
+    fn on_rounds(
+        &mut self,
+        state: &mut State,
+        from: ServerId,
+        records: Vec<RoundRecord>,
+        certificate: Option<CheckpointCertificate>,
+    ) {
+        let Some(transfer) = state.transfer.as_mut() else {
+            return;
+        };
+        if transfer.peer != from {
+            return;
+        }
+        transfer.last_progress = Instant::now();
+        let expected = transfer.from_round + transfer.records.len() as u64;
+        let contiguous = records
+            .iter()
+            .enumerate()
+            .all(|(offset, record)| record.round == expected + offset as u64);
+        if !contiguous {
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
+            self.fault(from, "invalid_value", "transferred rounds out of order");
+            self.start_transfer(state, transfer.target, transfer.tried);
+            return;
+        }
+        transfer.bytes += records.iter().map(RoundRecord::encoded_len).sum::<usize>();
+        transfer.records.extend(records);
+        if transfer.bytes > TRANSFER_BUFFER_BYTES_MAX {
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
+            warn!(peer = %from, "state transfer exceeds the buffer; giving up on this peer");
+            self.start_transfer(state, transfer.target, transfer.tried);
+            return;
+        }
+        let Some(certificate) = certificate else {
+            return;
+        };
+        // The last part: its certificate must verify; the executor checks the log against it.
+        if certificate
+            .verify(&self.group, self.instance.as_bytes())
+            .is_err()
+        {
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
+            self.fault(
+                from,
+                "invalid_proof",
+                "checkpoint certificate of a transfer",
+            );
+            self.start_transfer(state, transfer.target, transfer.tried);
+            return;
+        }
+        let records = std::mem::take(&mut transfer.records);
+        transfer.bytes = 0;
+        let input = ExecInput::Transfer {
+            peer: from,
+            records,
+            certificate,
+        };
+        self.hand_to_executor(state, input);
+    }
+
+    fn hand_to_executor(&self, state: &mut State, input: ExecInput) {
+        match self.execution.try_send(input) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(input)) => state.pending_input = Some(input),
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn on_transfer_done(
+        &mut self,
+        state: &mut State,
+        peer: ServerId,
+        accepted: bool,
+        next_round: u64,
+    ) {
+        self.executed_next = self.executed_next.max(next_round);
+        let Some(transfer) = state.transfer.take() else {
+            return;
+        };
+        if !accepted {
+            self.fault(
+                peer,
+                "invalid_value",
+                "a log that does not match its checkpoint certificate",
+            );
+            self.start_transfer(state, transfer.target, transfer.tried);
+            return;
+        }
+        if self
+            .certificate
+            .as_ref()
+            .is_none_or(|latest| latest.statement.round < transfer.target.statement.round)
+        {
+            self.certificate = Some(transfer.target.clone());
+        }
+        // More certified rounds may be out there; the tail comes from atomic broadcast.
+        if let Some(best) = state.best_certificate.clone()
+            && best.statement.round >= self.executed_next
+        {
+            self.start_transfer(state, best, BTreeSet::new());
+        } else if let Some(highest) = state.peer_rounds.values().max().copied()
+            && highest > self.executed_next
+        {
+            let _ = self.catch_up.send(highest - 1);
+        }
+        self.say_hello(state);
+    }
+
+    /// Sends `peer` the rounds from `from_round` up to the first stored certificate at or after
+    /// it, in parts of at most [`TRANSFER_REPLY_BYTES_MAX`], the certificate on the last part.
+    fn serve_rounds(
+        &self,
+        state: &mut State,
+        peer: ServerId,
+        from_round: u64,
+        served: &mpsc::Sender<ServerId>,
+    ) {
+        if state.serving.len() >= TRANSFERS_SERVED_MAX || !state.serving.insert(peer) {
+            return;
+        }
+        let store = self.store.clone();
+        let links = self.links.clone();
+        let served = served.clone();
+        tokio::spawn(async move {
+            let outcome = serve(store, links, peer, from_round).await;
+            if let Err(error) = outcome {
+                debug!(%peer, %error, "state transfer not served");
+            }
+            let _ = served.send(peer).await;
+        });
+    }
+}
+
+async fn serve(
+    store: Arc<Store>,
+    links: LinksHandle,
+    peer: ServerId,
+    from_round: u64,
+) -> Result<(), String> {
+    let reader = store.clone();
+    let certificate = tokio::task::spawn_blocking(move || reader.certificate_from(from_round))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some(certificate) = certificate else {
+        let empty = NodeMessage::Rounds {
+            records: Vec::new(),
+            certificate: None,
+        };
+        return links
+            .send(peer, Bytes::from(empty.to_bytes()))
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let last = certificate.statement.round;
+    let mut next = from_round;
+    while next <= last {
+        let reader = store.clone();
+        let records = tokio::task::spawn_blocking(move || {
+            reader.rounds(next, last, TRANSFER_REPLY_BYTES_MAX)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        let Some(end) = records.last().map(|record| record.round) else {
+            return Err(format!("round {next} missing from the log"));
+        };
+        let message = NodeMessage::Rounds {
+            records,
+            certificate: (end == last).then(|| certificate.clone()),
+        };
+        links
+            .send(peer, Bytes::from(message.to_bytes()))
+            .await
+            .map_err(|e| e.to_string())?;
+        next = end + 1;
+    }
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! The client gateway: HTTP (`gateway_listen`) and a streaming TCP interface for load generators
+//! (`stream_listen`).
+//!
+//! HTTP:
+//! * `POST /v1/kv/put?key=K` (body: the value) and `GET /v1/kv/get?key=K` build a kv request with
+//!   the client's `&nonce=<32 hex digits>`, or a fresh random nonce when it gives none; `POST /v1/submit` takes an encoded service request (the client made
+//!   its own nonce). All three answer `200` with the `SignedAnswer` JSON once the request's
+//!   round is executed and its signature combined.
+//! * `GET /health` → `{"server", "height", "round", "peers_connected"}`; `GET /metrics` →
+//!   Prometheus text.
+//! * Errors: `400` malformed input (with a message), `413` body over
+//!   [`crate::Tunables::http_body_bytes_max`], `503` overload (queues full), `504` no answer
+//!   within [`crate::Tunables::request_timeout`], `501` for `?encrypt` (not wired yet).
+//!
+//! Streaming: a TCP connection carries frames `[u32 length][u64 id][request]` from the client and
+//! `[u32 length][u64 id][u8 status][payload]` back (big-endian; `length` counts what follows
+//! it). Status `0`: payload is the `SignedAnswer` JSON; `1` overloaded, `2` malformed, `3`
+//! timeout, `4` stopping: payload is a UTF-8 message. Answers come back in completion order
+//! (match them by `id`); at most [`STREAM_IN_FLIGHT_MAX`] requests per connection are in
+//! flight, further frames are not read until one completes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use sintra_crypto::ServerId;
+use sintra_net::LinksHandle;
+use sintra_services::answers::SignedAnswer;
+use sintra_services::kv::{KvRequest, NONCE_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tracing::{debug, warn};
+
+use crate::coordinator::Register;
+use crate::metrics::Metrics;
+use crate::protocol::{Submission, SubmitError};
+
+/// Requests one streaming connection may have in flight.
+pub const STREAM_IN_FLIGHT_MAX: usize = 4096;
+/// Streaming connections served at once.
+pub const STREAM_CONNECTIONS_MAX: usize = 256;
+/// Answers queued for one streaming connection's writer.
+const STREAM_WRITE_QUEUE_MAX: usize = 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    pub id: ServerId,
+    pub submissions: mpsc::Sender<Submission>,
+    pub registrations: mpsc::Sender<Register>,
+    pub metrics: Arc<Metrics>,
+    pub links: LinksHandle,
+    pub timeout: Duration,
+    pub request_bytes_max: usize,
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Malformed(String),
+    TooLarge(String),
+    Overloaded(String),
+    Timeout,
+    Stopping,
+}
+
+impl Failure {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Stopping => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Malformed(message) | Self::TooLarge(message) | Self::Overloaded(message) => {
+                message.clone()
+            }
+            Self::Timeout => "no signed answer in time (the round may be stalled); retry, \
+                              possibly at another server"
+                .into(),
+            Self::Stopping => "the server is shutting down".into(),
+        }
+    }
+
+    fn stream_status(&self) -> u8 {
+        match self {
+            Self::Overloaded(_) => 1,
+            Self::Malformed(_) | Self::TooLarge(_) => 2,
+            Self::Timeout => 3,
+            Self::Stopping => 4,
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message() });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}
+
+impl Gateway {
+    /// Submits `request`, waits for its signed answer.
+    pub(crate) async fn submit(&self, request: Vec<u8>) -> Result<SignedAnswer, Failure> {
+        if request.is_empty() {
+            return Err(Failure::Malformed("empty request".into()));
+        }
+        if request.len() > self.request_bytes_max {
+            return Err(Failure::TooLarge(format!(
+                "request of {} bytes exceeds the maximum {}",
+                request.len(),
+                self.request_bytes_max
+            )));
+        }
+        let digest: [u8; 32] = Sha256::digest(&request).into();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        self.registrations
+            .try_send(Register {
+                digest,
+                reply: answer_tx,
+            })
+            .map_err(|_| Failure::Overloaded("too many clients waiting".into()))?;
+        let (taken_tx, taken_rx) = oneshot::channel();
+        self.submissions
+            .try_send(Submission {
+                request,
+                reply: taken_tx,
+            })
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => {
+                    Failure::Overloaded("the submission queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => Failure::Stopping,
+            })?;
+        match taken_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(SubmitError::Overloaded(message))) => return Err(Failure::Overloaded(message)),
+            Ok(Err(error @ SubmitError::TooLarge { .. })) => {
+                return Err(Failure::TooLarge(error.to_string()));
+            }
+            Ok(Err(SubmitError::Stopping)) | Err(_) => return Err(Failure::Stopping),
+        }
+        match tokio::time::timeout(self.timeout, answer_rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            // The coordinator dropped the waiter: it was full, or gave the round up.
+            Ok(Err(_)) => Err(Failure::Overloaded(
+                "the answer could not be collected".into(),
+            )),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    key: String,
+    /// The client's nonce (32 hex digits), so that it can rebuild its request and check the
+    /// answer's leaf itself; the gateway draws one when absent.
+    nonce: Option<String>,
+}
+
+fn nonce(given: Option<&str>) -> Result<[u8; NONCE_BYTES], Failure> {
+    match given {
+        Some(text) => {
+            let mut nonce = [0; NONCE_BYTES];
+            hex::decode_to_slice(text, &mut nonce).map_err(|_| {
+                Failure::Malformed(format!("nonce must be {} hex digits", 2 * NONCE_BYTES))
+            })?;
+            Ok(nonce)
+        }
+        None => {
+            let mut nonce = [0; NONCE_BYTES];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            Ok(nonce)
+        }
+    }
+}
+
+async fn put(
+    State(gateway): State<Gateway>,
+    Query(query): Query<KeyQuery>,
+    value: Bytes,
+) -> Result<axum::Json<SignedAnswer>, Failure> {
+    let request = KvRequest::Put {
+        nonce: nonce(query.nonce.as_deref())?,
+        key: query.key.into_bytes(),
+        value: value.to_vec(),
+    }
+    .encode()
+    .map_err(|error| Failure::Malformed(error.to_string()))?;
+    gateway.submit(request).await.map(axum::Json)
+}
+
+async fn get_key(
+    State(gateway): State<Gateway>,
+    Query(query): Query<KeyQuery>,
+) -> Result<axum::Json<SignedAnswer>, Failure> {
+    let request = KvRequest::Get {
+        nonce: nonce(query.nonce.as_deref())?,
+        key: query.key.into_bytes(),
+    }
+    .encode()
+    .map_err(|error| Failure::Malformed(error.to_string()))?;
+    gateway.submit(request).await.map(axum::Json)
+}
+
+async fn submit(
+    State(gateway): State<Gateway>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<axum::Json<SignedAnswer>, Response> {
+    if query.as_deref().is_some_and(|query| {
+        query
+            .split('&')
+            .any(|part| part.split('=').next() == Some("encrypt"))
+    }) {
+        let body = serde_json::json!({
+            "error": "confidential requests (secure causal atomic broadcast) are not served yet"
+        });
+        return Err((StatusCode::NOT_IMPLEMENTED, axum::Json(body)).into_response());
+    }
+    gateway
+        .submit(body.to_vec())
+        .await
+        .map(axum::Json)
+        .map_err(IntoResponse::into_response)
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    server: u16,
+    height: u64,
+    round: u64,
+    peers_connected: usize,
+}
+
+async fn health(State(gateway): State<Gateway>) -> axum::Json<Health> {
+    let links = gateway.links.metrics();
+    axum::Json(Health {
+        server: gateway.id.get(),
+        height: gateway.metrics.height.load(Ordering::Relaxed),
+        round: gateway.metrics.next_round.load(Ordering::Relaxed),
+        peers_connected: links.peers.iter().filter(|peer| peer.connected).count(),
+    })
+}
+
+async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let text = gateway.metrics.render(gateway.id, &gateway.links.metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The HTTP application.
+pub(crate) fn router(gateway: Gateway, body_bytes_max: usize) -> Router {
+    Router::new()
+        .route("/v1/kv/put", post(put))
+        .route("/v1/kv/get", get(get_key))
+        .route("/v1/submit", post(submit))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_bytes_max))
+        .with_state(gateway)
+}
+
+/// Serves HTTP until `shutdown` turns true.
+pub(crate) async fn serve_http(
+    listener: TcpListener,
+    gateway: Gateway,
+    body_bytes_max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(gateway, body_bytes_max);
+    let stop = async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        warn!(%error, "the HTTP gateway stopped");
+    }
+}
+
+/// Serves the streaming interface until `shutdown` turns true.
+pub(crate) async fn serve_stream(
+    listener: TcpListener,
+    gateway: Gateway,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let connections = Arc::new(Semaphore::new(STREAM_CONNECTIONS_MAX));
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, addr)) = accepted else { continue };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    debug!(%addr, "too many streaming connections; closed");
+                    continue;
+                };
+                let gateway = gateway.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    stream_connection(stream, addr, gateway, shutdown).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn stream_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    gateway: Gateway,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(STREAM_WRITE_QUEUE_MAX);
+    let writer_task = tokio::spawn(async move {
+        while let Some(frame) = answers_rx.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT_MAX));
+    let frame_max = gateway.request_bytes_max + 8;
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let mut header = [0u8; 4];
+        let read = tokio::select! {
+            read = reader.read_exact(&mut header) => read,
+            _ = shutdown.changed() => break,
+        };
+        if read.is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes(header) as usize;
+        if !(8..=frame_max).contains(&len) {
+            let message = format!("frame of {len} bytes: must be 8 to {frame_max}");
+            let _ = answers_tx.send(response(0, 2, message.as_bytes())).await;
+            warn!(%addr, len, "malformed streaming frame; connection closed");
+            break;
+        }
+        let mut frame = vec![0; len];
+        if reader.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&frame[..8]);
+        let id = u64::from_be_bytes(id);
+        let request = frame.split_off(8);
+        let gateway = gateway.clone();
+        let answers = answers_tx.clone();
+        tokio::spawn(async move {
+            let frame = match gateway.submit(request).await {
+                Ok(answer) => match serde_json::to_vec(&answer) {
+                    Ok(json) => response(id, 0, &json),
+                    Err(error) => response(id, 4, error.to_string().as_bytes()),
+                },
+                Err(failure) => response(id, failure.stream_status(), failure.message().as_bytes()),
+            };
+            let _ = answers.send(frame).await;
+            drop(permit);
+        });
+    }
+    drop(answers_tx);
+    let _ = writer_task.await;
+}
+
+fn response(id: u64, status: u8, payload: &[u8]) -> Vec<u8> {
+    let len = 8 + 1 + payload.len();
+    let mut frame = Vec::with_capacity(4 + len);
+    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.push(status);
+    frame.extend_from_slice(payload);
+    frame
+}

@@ -1,0 +1,608 @@
+//! The sintra replica (docs/node.md): atomic broadcast over the authenticated links of
+//! `sintra-net`, a deterministic service, a transactional store, and answers signed with one
+//! threshold-RSA signature per round.
+//!
+//! Tasks and threads (each arrow a bounded channel):
+//!
+//! ```text
+//! links ──▶ protocol task (Party, Abc) ──▶ sender task (fence, links)
+//!   ▲              │ delivered rounds          
+//!   │              ▼                            
+//!   │         executor thread (service, store) ──▶ signer thread (RSA shares) ──▶ links
+//!   │              │ executed rounds, own shares
+//!   │              ▼
+//!   └──────── coordinator task (answers, checkpoints, catch-up) ◀── gateway (HTTP, stream)
+//! ```
+//!
+//! The protocol task never blocks on IO or RSA; every other task may wait only on tasks to its
+//! right or below it, so the channels cannot deadlock. [`run`] is `sintra node --config FILE`;
+//! [`Node::start`] starts a replica from a [`NodeConfig`] (what tests use).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod coordinator;
+mod executor;
+pub mod gateway;
+pub mod message;
+pub mod metrics;
+pub mod protocol;
+mod signer;
+pub mod store;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use rand::RngCore;
+use sintra_crypto::ServerId;
+use sintra_crypto::dealer::{GroupKeys, ServerKeys};
+use sintra_net::{
+    LinkKeypair, LinkLimits, LinkPublicKey, Links, LinksConfig, LinksHandle, PeerConfig,
+};
+use sintra_protocols::abc::{Abc, AbcConfig};
+use sintra_protocols::{InstanceId, Party};
+use sintra_services::kv::KvService;
+use sintra_services::{ExecutionContext, Service};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use coordinator::{TRANSFER_REPLY_BYTES_MAX, WAITING_CLIENTS_MAX};
+pub use metrics::Metrics;
+pub use store::{LogEntry, Store, StoreError};
+
+/// The atomic-broadcast instance of a group (bound into every protocol signature and into the
+/// checkpoint and answer-proof contexts).
+pub const ABC_INSTANCE: &str = "sintra/abc";
+/// Log entries replayed per read when the service is rebuilt at start-up.
+const REPLAY_CHUNK: u64 = 4096;
+/// Client submissions waiting for the protocol task (default of
+/// [`Tunables::submit_queue_max`]).
+pub const SUBMIT_QUEUE_MAX: usize = 4096;
+/// Default of [`Tunables::request_timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of [`Tunables::http_body_bytes_max`] (a kv put of a 60 KiB value fits).
+pub const HTTP_BODY_BYTES_MAX: usize = 64 << 10;
+/// The streaming port is the gateway port plus this when the configuration names none.
+pub const STREAM_PORT_OFFSET: u16 = 1000;
+
+/// Settings with defaults.
+#[derive(Debug, Clone)]
+pub struct Tunables {
+    /// Rounds between checkpoints (at least 1; should stay below
+    /// `sintra_protocols::abc::ROUNDS_RETAINED` so that the rounds after the last certificate
+    /// can always be caught up inside atomic broadcast).
+    pub checkpoint_rounds: u64,
+    /// Atomic broadcast's limits (identical at every server).
+    pub abc: AbcConfig,
+    /// How long a client waits for its signed answer before `504`.
+    pub request_timeout: Duration,
+    /// Largest HTTP request body (`413` beyond).
+    pub http_body_bytes_max: usize,
+    /// Submissions queued for the protocol task (`503` beyond).
+    pub submit_queue_max: usize,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Self {
+            checkpoint_rounds: 4,
+            abc: AbcConfig::default(),
+            request_timeout: REQUEST_TIMEOUT,
+            http_body_bytes_max: HTTP_BODY_BYTES_MAX,
+            submit_queue_max: SUBMIT_QUEUE_MAX,
+        }
+    }
+}
+
+/// Everything a replica needs to start.
+pub struct NodeConfig {
+    /// This server.
+    pub id: ServerId,
+    /// Where the links listen.
+    pub listen: SocketAddr,
+    /// Where the HTTP gateway listens.
+    pub gateway_listen: SocketAddr,
+    /// Where the streaming interface listens (`None`: gateway port + [`STREAM_PORT_OFFSET`]).
+    pub stream_listen: Option<SocketAddr>,
+    /// Every server of the group with its links address and pinned key (this one is skipped).
+    pub peers: Vec<PeerConfig>,
+    /// This server's link key pair.
+    pub link_keypair: LinkKeypair,
+    /// Bounds of the links.
+    pub link_limits: LinkLimits,
+    /// The group's public keys.
+    pub group: Arc<GroupKeys>,
+    /// This server's key shares.
+    pub keys: Arc<ServerKeys>,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Settings.
+    pub tunables: Tunables,
+}
+
+/// Why a replica did not start or stopped.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The configuration files.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listening socket or the links.
+    #[error("network: {0}")]
+    Network(String),
+    /// The service's state could not be rebuilt.
+    #[error("service: {0}")]
+    Service(String),
+}
+
+/// A running replica.
+pub struct Node {
+    id: ServerId,
+    gateway_addr: SocketAddr,
+    stream_addr: SocketAddr,
+    links: LinksHandle,
+    metrics: Arc<Metrics>,
+    store: Arc<Store>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the store, rebuilds the service from its snapshot and log, resumes atomic
+    /// broadcast where the log ends, opens the links and the gateway, and starts every task.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let NodeConfig {
+            id,
+            listen,
+            gateway_listen,
+            stream_listen,
+            peers,
+            link_keypair,
+            link_limits,
+            group,
+            keys,
+            data_dir,
+            tunables,
+        } = config;
+        if keys.id != id {
+            return Err(NodeError::Config(format!(
+                "the key shares are server {}'s, not {id}'s",
+                keys.id
+            )));
+        }
+        let instance = InstanceId::root("sintra")
+            .and_then(|root| root.child("abc"))
+            .ok_or_else(|| NodeError::Config("invalid instance id".into()))?;
+        let store_dir = data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
+            .await
+            .map_err(|error| NodeError::Config(error.to_string()))??;
+        let store = Arc::new(store);
+        let stored = store.state()?;
+        let certificate = store.latest_certificate()?;
+
+        // The service: the last own snapshot, then the log after it.
+        let mut service = KvService::new();
+        let mut replayed_from = 0;
+        if let Some(snapshot) = store.snapshot()? {
+            service
+                .restore(&snapshot.bytes)
+                .map_err(|error| NodeError::Service(error.to_string()))?;
+            replayed_from = snapshot.height;
+        }
+        let mut position = replayed_from;
+        while position < stored.height {
+            let entries = store.log(position, (position + REPLAY_CHUNK).min(stored.height))?;
+            if entries.is_empty() {
+                return Err(NodeError::Service(format!(
+                    "the log has no entry at position {position} below its height {}",
+                    stored.height
+                )));
+            }
+            for entry in entries {
+                service.execute(
+                    &ExecutionContext {
+                        position: entry.position,
+                        round: entry.round,
+                    },
+                    &entry.request,
+                );
+                position = entry.position + 1;
+            }
+        }
+        let recent = executor::recent_digests(&store, &instance, stored.next_round)
+            .map_err(NodeError::Service)?;
+        let abc_config = tunables.abc.clamped();
+        let abc = Abc::resume(
+            instance.clone(),
+            abc_config,
+            stored.next_round,
+            stored.height,
+            recent,
+        );
+        let mut seed = [0; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let party = Party::new(group.clone(), keys.clone(), seed);
+
+        let (links, incoming) = Links::start(LinksConfig {
+            me: id,
+            listen_addr: listen,
+            peers,
+            keypair: link_keypair,
+            limits: link_limits,
+        })
+        .await
+        .map_err(|error| NodeError::Network(format!("links on {listen}: {error}")))?;
+        let gateway_listener = TcpListener::bind(gateway_listen)
+            .await
+            .map_err(|error| NodeError::Network(format!("gateway on {gateway_listen}: {error}")))?;
+        let gateway_addr = gateway_listener
+            .local_addr()
+            .map_err(|error| NodeError::Network(error.to_string()))?;
+        let stream_listen = stream_listen.unwrap_or_else(|| {
+            let mut addr = gateway_listen;
+            addr.set_port(gateway_listen.port().wrapping_add(STREAM_PORT_OFFSET));
+            addr
+        });
+        let stream_listener = TcpListener::bind(stream_listen)
+            .await
+            .map_err(|error| NodeError::Network(format!("stream on {stream_listen}: {error}")))?;
+        let stream_addr = stream_listener
+            .local_addr()
+            .map_err(|error| NodeError::Network(error.to_string()))?;
+
+        let metrics = Arc::new(Metrics::default());
+        metrics
+            .height
+            .store(stored.height, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .next_round
+            .store(stored.next_round, std::sync::atomic::Ordering::Relaxed);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (outbound_tx, outbound_rx) = mpsc::channel(protocol::OUTBOUND_QUEUE_MAX);
+        let (execution_tx, execution_rx) = mpsc::channel(executor::EXECUTION_QUEUE_MAX);
+        let (peer_tx, peer_rx) = mpsc::channel(coordinator::PEER_QUEUE_MAX);
+        let (event_tx, event_rx) = mpsc::channel(coordinator::EVENT_QUEUE_MAX);
+        let (register_tx, register_rx) = mpsc::channel(coordinator::REGISTER_QUEUE_MAX);
+        let (submit_tx, submit_rx) = mpsc::channel(tunables.submit_queue_max.max(1));
+        let (resume_tx, resume_rx) = watch::channel(None);
+        let (catch_up_tx, catch_up_rx) = watch::channel(0);
+        let (sign_tx, sign_rx) = std::sync::mpsc::sync_channel(signer::SIGN_QUEUE_MAX);
+        let fence_value = Arc::new(AtomicU64::new(stored.fence.unwrap_or(0)));
+        metrics.fence.store(
+            stored.fence.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+
+        let mut tasks = Vec::new();
+        let mut threads = Vec::new();
+        tasks.push(tokio::spawn(protocol::sender_loop(
+            outbound_rx,
+            links.clone(),
+            store.clone(),
+            stored.fence,
+            metrics.clone(),
+            fence_value,
+        )));
+        let protocol = protocol::ProtocolTask {
+            party,
+            abc,
+            config: abc_config,
+            instance: instance.clone(),
+            silent_through: stored.fence,
+            max_round_emitted: None,
+            reported_round: stored.next_round,
+            positions: stored.height,
+            incoming,
+            submissions: submit_rx,
+            resume: resume_rx,
+            catch_up: catch_up_rx,
+            shutdown: shutdown_rx.clone(),
+            outbound: outbound_tx,
+            execution: execution_tx.clone(),
+            coordinator: peer_tx,
+            metrics: metrics.clone(),
+            loopback: VecDeque::new(),
+        };
+        tasks.push(tokio::spawn(protocol.run()));
+
+        let signer_group = group.clone();
+        let signer_keys = keys.clone();
+        let signer_instance = instance.as_bytes().to_vec();
+        let signer_links = links.clone();
+        let signer_events = event_tx.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("signer-{id}"))
+                .spawn(move || {
+                    signer::run(
+                        sign_rx,
+                        signer_group,
+                        signer_keys,
+                        signer_instance,
+                        signer_links,
+                        signer_events,
+                    )
+                })
+                .map_err(|error| NodeError::Config(error.to_string()))?,
+        );
+        let executor = executor::Executor {
+            me: id,
+            store: store.clone(),
+            service: Box::new(service),
+            next_round: stored.next_round,
+            height: stored.height,
+            log_digest: stored.log_digest,
+            checkpoint_rounds: tunables.checkpoint_rounds.max(1),
+            instance: instance.clone(),
+            keys: keys.clone(),
+            links: links.clone(),
+            signer: sign_tx.clone(),
+            events: event_tx,
+            resume: resume_tx,
+            metrics: metrics.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("executor-{id}"))
+                .spawn(move || executor.run(execution_rx))
+                .map_err(|error| NodeError::Config(error.to_string()))?,
+        );
+        let coordinator = coordinator::Coordinator {
+            me: id,
+            group: group.clone(),
+            instance,
+            links: links.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            peers: peer_rx,
+            events: event_rx,
+            registrations: register_rx,
+            execution: execution_tx,
+            catch_up: catch_up_tx,
+            signer: sign_tx,
+            shutdown: shutdown_rx.clone(),
+            executed_next: stored.next_round,
+            certificate,
+        };
+        tasks.push(tokio::spawn(coordinator.run()));
+        let gateway = gateway::Gateway {
+            id,
+            submissions: submit_tx,
+            registrations: register_tx,
+            metrics: metrics.clone(),
+            links: links.clone(),
+            timeout: tunables.request_timeout,
+            request_bytes_max: abc_config.request_bytes_max,
+        };
+        tasks.push(tokio::spawn(gateway::serve_http(
+            gateway_listener,
+            gateway.clone(),
+            tunables.http_body_bytes_max,
+            shutdown_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(gateway::serve_stream(
+            stream_listener,
+            gateway,
+            shutdown_rx,
+        )));
+        info!(
+            server = %id,
+            links = %links.local_addr(),
+            gateway = %gateway_addr,
+            stream = %stream_addr,
+            round = stored.next_round,
+            height = stored.height,
+            "replica started"
+        );
+        Ok(Self {
+            id,
+            gateway_addr,
+            stream_addr,
+            links,
+            metrics,
+            store,
+            shutdown,
+            tasks,
+            threads,
+        })
+    }
+
+    /// This server.
+    pub fn id(&self) -> ServerId {
+        self.id
+    }
+
+    /// Where the HTTP gateway listens.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_addr
+    }
+
+    /// Where the streaming interface listens.
+    pub fn stream_addr(&self) -> SocketAddr {
+        self.stream_addr
+    }
+
+    /// Where the links listen.
+    pub fn links_addr(&self) -> SocketAddr {
+        self.links.local_addr()
+    }
+
+    /// The links (for tests and operators: metrics, events).
+    pub fn links(&self) -> &LinksHandle {
+        &self.links
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The log entries at positions `from .. to`, from the store.
+    pub fn log(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.store.log(from, to)
+    }
+
+    /// Stops accepting clients, stops the tasks, lets the executor finish the rounds it was
+    /// given (each committed to the store), closes the links and the store.
+    pub async fn shutdown(self) {
+        let Self {
+            id,
+            links,
+            store,
+            shutdown,
+            tasks,
+            threads,
+            ..
+        } = self;
+        let _ = shutdown.send(true);
+        for task in tasks {
+            // The tasks watch the shutdown flag; the gateway lets requests in progress finish
+            // only briefly, then is stopped.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        links.shutdown().await;
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+        if joined.is_err() {
+            warn!(server = %id, "a replica thread panicked");
+        }
+        // Store readers spawned by the coordinator finish quickly; the file closes with the
+        // last reference.
+        for _ in 0..100 {
+            if Arc::strong_count(&store) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(store);
+        info!(server = %id, "replica stopped");
+    }
+}
+
+/// The [`NodeConfig`] of `sintra node --config FILE`: loads the config, group and key files
+/// (crate `sintra-config`) and resolves the peers' endpoints.
+pub fn load_config(config_path: &Path) -> Result<NodeConfig, NodeError> {
+    let loaded = sintra_config::load_server(config_path)
+        .map_err(|error| NodeError::Config(error.to_string()))?;
+    let secret = loaded.secrets.link_secret_bytes().ok_or_else(|| {
+        NodeError::Config(format!(
+            "{}: link_secret is not 64 hex digits",
+            loaded.config.keys.display()
+        ))
+    })?;
+    let mut peers = Vec::new();
+    for entry in &loaded.group.servers {
+        let key = entry.link_key_bytes().ok_or_else(|| {
+            NodeError::Config(format!(
+                "server {}: link_key is not 64 hex digits",
+                entry.id
+            ))
+        })?;
+        let addr = entry
+            .endpoint
+            .to_socket_addrs()
+            .map_err(|error| {
+                NodeError::Config(format!(
+                    "server {} endpoint {}: {error}",
+                    entry.id, entry.endpoint
+                ))
+            })?
+            .next()
+            .ok_or_else(|| {
+                NodeError::Config(format!(
+                    "server {} endpoint {} resolves to nothing",
+                    entry.id, entry.endpoint
+                ))
+            })?;
+        peers.push(PeerConfig {
+            id: entry.id,
+            addr,
+            static_public_key: LinkPublicKey::from_bytes(key),
+        });
+    }
+    let tunables = &loaded.config.tunables;
+    let abc = AbcConfig {
+        batch_requests_max: tunables.batch_requests_max,
+        pending_requests_max: tunables.pending_requests_max,
+        request_bytes_max: tunables.request_bytes_max,
+        ..AbcConfig::default()
+    };
+    Ok(NodeConfig {
+        id: loaded.config.id,
+        listen: loaded.config.listen,
+        gateway_listen: loaded.config.gateway_listen,
+        stream_listen: None,
+        peers,
+        link_keypair: LinkKeypair::from_secret_bytes(secret),
+        link_limits: LinkLimits::default(),
+        group: Arc::new(loaded.group.keys),
+        keys: Arc::new(loaded.secrets.shares),
+        data_dir: loaded.config.data_dir,
+        tunables: Tunables {
+            checkpoint_rounds: tunables.checkpoint_rounds,
+            abc,
+            ..Tunables::default()
+        },
+    })
+}
+
+/// `sintra node --config FILE`: starts the replica and runs it until SIGTERM or SIGINT, then
+/// shuts down gracefully.
+pub async fn run(config_path: &Path) -> Result<(), NodeError> {
+    let config = load_config(config_path)?;
+    let node = Node::start(config).await?;
+    wait_for_signal().await;
+    info!("stopping on signal");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Installs the `tracing` subscriber: `RUST_LOG` filter, `info` by default.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}

@@ -1,0 +1,237 @@
+//! The node-level envelope on the links. Links carry bytes; every message between two replicas is
+//! one [`NodeMessage`]: a tag byte, then the variant's fields (integers big-endian, lengths and
+//! counts `u32`, checked against their maxima before anything is allocated). Decoding is strict:
+//! an unknown tag, a field beyond its maximum or a trailing byte is an error, which the receiver
+//! records as a `Malformed` fault against the (authenticated) sender.
+
+use sintra_crypto::encoding::{Decode, DecodeError, Encode, Reader, put_bytes};
+use sintra_crypto::{bls, rsa};
+use sintra_protocols::Message;
+
+use crate::checkpoint::CheckpointCertificate;
+use crate::store::RoundRecord;
+
+/// Tag of [`NodeMessage::Protocol`].
+const TAG_PROTOCOL: u8 = 0;
+/// Tag of [`NodeMessage::AnswerShare`].
+const TAG_ANSWER_SHARE: u8 = 1;
+/// Tag of [`NodeMessage::ProofRequest`].
+const TAG_PROOF_REQUEST: u8 = 2;
+/// Tag of [`NodeMessage::AnswerProof`].
+const TAG_ANSWER_PROOF: u8 = 3;
+/// Tag of [`NodeMessage::CheckpointShare`].
+const TAG_CHECKPOINT_SHARE: u8 = 4;
+/// Tag of [`NodeMessage::Hello`].
+const TAG_HELLO: u8 = 5;
+/// Tag of [`NodeMessage::Status`].
+const TAG_STATUS: u8 = 6;
+/// Tag of [`NodeMessage::FetchRounds`].
+const TAG_FETCH_ROUNDS: u8 = 7;
+/// Tag of [`NodeMessage::Rounds`].
+const TAG_ROUNDS: u8 = 8;
+
+/// The most round records in one [`NodeMessage::Rounds`] (the byte limit of a link message
+/// bounds it further; see [`crate::TRANSFER_REPLY_BYTES_MAX`]).
+pub const ROUND_RECORDS_MAX: usize = 4096;
+
+/// One message between two replicas.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "protocol messages dominate the traffic; boxing them would cost an allocation each"
+)]
+pub enum NodeMessage {
+    /// A message of the ordering protocols (atomic broadcast and its children).
+    Protocol(Message),
+    /// The sender's threshold-RSA share of the answer-batch statement of `round` (without a
+    /// proof: combining is optimistic).
+    AnswerShare {
+        /// The round whose answer batch it signs.
+        round: u64,
+        /// The share.
+        share: rsa::SignatureShare,
+    },
+    /// "Send me your share of `round` with its proof": an optimistic combination failed and
+    /// the bad share must be named.
+    ProofRequest {
+        /// The round.
+        round: u64,
+    },
+    /// A share with its proof of correctness, in answer to a [`NodeMessage::ProofRequest`].
+    AnswerProof {
+        /// The round.
+        round: u64,
+        /// The share.
+        share: rsa::SignatureShare,
+        /// Its proof.
+        proof: rsa::ShareProof,
+    },
+    /// The sender's BLS agreement-key share of a checkpoint statement.
+    CheckpointShare {
+        /// The statement's fields.
+        statement: crate::checkpoint::CheckpointStatement,
+        /// The share.
+        share: bls::SignatureShare,
+    },
+    /// "Where does the group stand?" — sent by a server that (re)started or fell behind.
+    Hello {
+        /// The next round the sender will execute.
+        next_round: u64,
+    },
+    /// The answer to [`NodeMessage::Hello`].
+    Status {
+        /// The next round the sender will execute.
+        next_round: u64,
+        /// The sender's latest checkpoint certificate.
+        certificate: Option<CheckpointCertificate>,
+    },
+    /// "Send me your log from round `from_round` up to the first checkpoint certificate at or
+    /// after it" (state transfer).
+    FetchRounds {
+        /// The first round wanted.
+        from_round: u64,
+    },
+    /// A part of the answer to [`NodeMessage::FetchRounds`]: consecutive rounds; the last part
+    /// carries the certificate that covers them.
+    Rounds {
+        /// Consecutive rounds from the one asked for.
+        records: Vec<RoundRecord>,
+        /// The certificate of the last record's round, on the last part only.
+        certificate: Option<CheckpointCertificate>,
+    },
+}
+
+impl Encode for NodeMessage {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::Protocol(message) => {
+                out.push(TAG_PROTOCOL);
+                message.encode_to(out);
+            }
+            Self::AnswerShare { round, share } => {
+                out.push(TAG_ANSWER_SHARE);
+                out.extend_from_slice(&round.to_be_bytes());
+                share.encode_to(out);
+            }
+            Self::ProofRequest { round } => {
+                out.push(TAG_PROOF_REQUEST);
+                out.extend_from_slice(&round.to_be_bytes());
+            }
+            Self::AnswerProof {
+                round,
+                share,
+                proof,
+            } => {
+                out.push(TAG_ANSWER_PROOF);
+                out.extend_from_slice(&round.to_be_bytes());
+                share.encode_to(out);
+                proof.encode_to(out);
+            }
+            Self::CheckpointShare { statement, share } => {
+                out.push(TAG_CHECKPOINT_SHARE);
+                statement.encode_to(out);
+                share.encode_to(out);
+            }
+            Self::Hello { next_round } => {
+                out.push(TAG_HELLO);
+                out.extend_from_slice(&next_round.to_be_bytes());
+            }
+            Self::Status {
+                next_round,
+                certificate,
+            } => {
+                out.push(TAG_STATUS);
+                out.extend_from_slice(&next_round.to_be_bytes());
+                encode_option(out, certificate.as_ref());
+            }
+            Self::FetchRounds { from_round } => {
+                out.push(TAG_FETCH_ROUNDS);
+                out.extend_from_slice(&from_round.to_be_bytes());
+            }
+            Self::Rounds {
+                records,
+                certificate,
+            } => {
+                out.push(TAG_ROUNDS);
+                out.extend_from_slice(&(records.len() as u32).to_be_bytes());
+                for record in records {
+                    record.encode_to(out);
+                }
+                encode_option(out, certificate.as_ref());
+            }
+        }
+    }
+}
+
+fn encode_option<T: Encode>(out: &mut Vec<u8>, value: Option<&T>) {
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            value.encode_to(out);
+        }
+    }
+}
+
+fn decode_option<T: Decode>(reader: &mut Reader<'_>) -> Result<Option<T>, DecodeError> {
+    match reader.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(T::decode_from(reader)?)),
+        _ => Err(DecodeError::Invalid {
+            what: "option",
+            why: "presence byte is neither 0 nor 1",
+        }),
+    }
+}
+
+impl Decode for NodeMessage {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match reader.u8()? {
+            TAG_PROTOCOL => Self::Protocol(Message::decode_from(reader)?),
+            TAG_ANSWER_SHARE => Self::AnswerShare {
+                round: reader.u64()?,
+                share: rsa::SignatureShare::decode_from(reader)?,
+            },
+            TAG_PROOF_REQUEST => Self::ProofRequest {
+                round: reader.u64()?,
+            },
+            TAG_ANSWER_PROOF => Self::AnswerProof {
+                round: reader.u64()?,
+                share: rsa::SignatureShare::decode_from(reader)?,
+                proof: rsa::ShareProof::decode_from(reader)?,
+            },
+            TAG_CHECKPOINT_SHARE => Self::CheckpointShare {
+                statement: Decode::decode_from(reader)?,
+                share: bls::SignatureShare::decode_from(reader)?,
+            },
+            TAG_HELLO => Self::Hello {
+                next_round: reader.u64()?,
+            },
+            TAG_STATUS => Self::Status {
+                next_round: reader.u64()?,
+                certificate: decode_option(reader)?,
+            },
+            TAG_FETCH_ROUNDS => Self::FetchRounds {
+                from_round: reader.u64()?,
+            },
+            TAG_ROUNDS => Self::Rounds {
+                records: reader.vec("round records", ROUND_RECORDS_MAX)?,
+                certificate: decode_option(reader)?,
+            },
+            _ => {
+                return Err(DecodeError::Invalid {
+                    what: "node message",
+                    why: "unknown tag",
+                });
+            }
+        })
+    }
+}
+
+/// Encodes a request list as a round record does (exposed for the store).
+pub(crate) fn put_requests(out: &mut Vec<u8>, requests: &[Vec<u8>]) {
+    out.extend_from_slice(&(requests.len() as u32).to_be_bytes());
+    for request in requests {
+        put_bytes(out, request);
+    }
+}

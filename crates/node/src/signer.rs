@@ -1,0 +1,85 @@
+//! The signer thread: the RSA share exponentiations (a signature share per answer batch, and a
+//! proof of correctness when a combiner asks for one) run here, never on the protocol task or
+//! the executor. Shares go to every peer on the links and to the local coordinator.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sintra_crypto::dealer::{GroupKeys, ServerKeys};
+use sintra_crypto::encoding::Encode;
+use sintra_crypto::{Context, ServerId, rsa};
+use sintra_net::LinksHandle;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::coordinator::Event;
+use crate::message::NodeMessage;
+
+/// Jobs waiting for the signer (beyond it the executor waits: signing is part of the pipeline).
+pub(crate) const SIGN_QUEUE_MAX: usize = 256;
+
+/// Purpose of the proofs of correctness of answer shares (bound with the instance id).
+pub const ANSWER_PROOF_PURPOSE: &str = "node/answers";
+
+/// Work for the signer.
+#[derive(Debug)]
+pub(crate) enum SignJob {
+    /// Sign the statement (SHA-256 `digest`) of `round`'s answer batch and send the share to
+    /// everyone.
+    Sign { round: u64, digest: [u8; 32] },
+    /// Prove this server's share of `round` to `peer`.
+    Prove {
+        round: u64,
+        digest: [u8; 32],
+        share: rsa::SignatureShare,
+        peer: ServerId,
+    },
+}
+
+pub(crate) fn run(
+    jobs: std::sync::mpsc::Receiver<SignJob>,
+    group: Arc<GroupKeys>,
+    keys: Arc<ServerKeys>,
+    instance: Vec<u8>,
+    links: LinksHandle,
+    events: mpsc::Sender<Event>,
+) {
+    let mut rng = rand_core::OsRng;
+    while let Ok(job) = jobs.recv() {
+        match job {
+            SignJob::Sign { round, digest } => {
+                let share = keys.service.sign_digest(&group.service, &digest);
+                let message = NodeMessage::AnswerShare {
+                    round,
+                    share: share.clone(),
+                };
+                let _ = links.broadcast(Bytes::from(message.to_bytes()));
+                if events
+                    .blocking_send(Event::OwnShare { round, share })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            SignJob::Prove {
+                round,
+                digest,
+                share,
+                peer,
+            } => {
+                let context = Context::new(ANSWER_PROOF_PURPOSE, &instance);
+                let proof =
+                    keys.service
+                        .prove_digest(&group.service, &context, &digest, &share, &mut rng);
+                let message = NodeMessage::AnswerProof {
+                    round,
+                    share,
+                    proof,
+                };
+                if let Err(error) = links.try_send(peer, Bytes::from(message.to_bytes())) {
+                    debug!(%peer, %error, "proof not sent");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! The replica's durable state: one `redb` file, `data_dir/sintra.redb`.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | name | `format` (file tag), `next_round`, `height`, `log_digest`, `fence` |
+//! | `log` | position `u64` | round `u64` ‖ request |
+//! | `rounds` | round `u64` | first position `u64` ‖ count `u64` ‖ answer-batch root (32) |
+//! | `checkpoints` | round `u64` | checkpoint certificate (encoded) |
+//! | `snapshot` | 0 | round `u64` ‖ height `u64` ‖ service snapshot at the last own checkpoint |
+//!
+//! Every delivered round is one write transaction (log entries, round boundary, the new
+//! height and log digest, and at a checkpoint the snapshot), durable before the round's answers
+//! are released. Empty rounds are recorded too, so the round to resume at is always known.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use sintra_crypto::encoding::{Decode, DecodeError, Encode, Reader, put_bytes};
+use thiserror::Error;
+
+use crate::checkpoint::{CheckpointCertificate, LOG_DIGEST_START};
+
+/// The store file inside the data directory.
+pub const STORE_FILE: &str = "sintra.redb";
+
+/// The value of `meta.format`: a file without it (or with another) is not ours.
+const FORMAT: &[u8] = b"sintra-node store v1";
+
+/// The largest request a round record may carry when decoded from a peer (a request never
+/// exceeds a batch, and a batch never exceeds a consistent-broadcast body).
+pub const RECORD_REQUEST_BYTES_MAX: usize = sintra_protocols::cbc::BODY_BYTES_MAX;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
+
+/// A store that cannot be opened, read or written. Every variant names the file.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The file exists but is not a sintra store (another program's, or damaged).
+    #[error(
+        "{path}: not a sintra store or damaged ({reason}); move it away or point data_dir elsewhere"
+    )]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The database error.
+        source: Box<redb::Error>,
+    },
+    /// A stored value does not decode (the file was damaged after it was written).
+    #[error("{path}: damaged entry in table {table}: {reason}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The requests one round delivered, in order (possibly none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundRecord {
+    /// The round.
+    pub round: u64,
+    /// Its requests, in delivery order.
+    pub requests: Vec<Vec<u8>>,
+}
+
+impl RoundRecord {
+    /// Encoded size, to fill a message up to a byte limit.
+    pub fn encoded_len(&self) -> usize {
+        12 + self.requests.iter().map(|r| 4 + r.len()).sum::<usize>()
+    }
+}
+
+impl Encode for RoundRecord {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.round.to_be_bytes());
+        crate::message::put_requests(out, &self.requests);
+    }
+}
+
+impl Decode for RoundRecord {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let round = reader.u64()?;
+        let count = reader.u32()? as usize;
+        // Every request takes at least its 4-byte length: checked before allocating.
+        if count > reader.remaining() / 4 {
+            return Err(DecodeError::Truncated {
+                needed: count * 4 - reader.remaining(),
+            });
+        }
+        let mut requests = Vec::with_capacity(count);
+        for _ in 0..count {
+            requests.push(reader.bytes("request", RECORD_REQUEST_BYTES_MAX)?.to_vec());
+        }
+        Ok(Self { round, requests })
+    }
+}
+
+/// What a round commits.
+#[derive(Debug, Clone)]
+pub struct RoundCommit<'a> {
+    /// The round.
+    pub round: u64,
+    /// The position of its first request (the height before it).
+    pub first: u64,
+    /// Its requests.
+    pub requests: &'a [Vec<u8>],
+    /// The root of its answer batch.
+    pub root: [u8; 32],
+    /// The chained log digest after it.
+    pub log_digest: [u8; 32],
+    /// At a checkpoint: the service snapshot after the round.
+    pub snapshot: Option<&'a [u8]>,
+}
+
+/// What the store holds about the log as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredState {
+    /// The round to execute next (0 for an empty store).
+    pub next_round: u64,
+    /// Requests in the log.
+    pub height: u64,
+    /// The chained log digest.
+    pub log_digest: [u8; 32],
+    /// The send fence: the highest round this server may have sent a message of.
+    pub fence: Option<u64>,
+}
+
+/// A stored snapshot of the service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last round it includes.
+    pub round: u64,
+    /// Requests it includes.
+    pub height: u64,
+    /// The service's snapshot bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its position.
+    pub position: u64,
+    /// The round that delivered it.
+    pub round: u64,
+    /// The request.
+    pub request: Vec<u8>,
+}
+
+/// The replica's store. `redb` serializes write transactions, so one `Store` may be shared by
+/// the executor (rounds), the sender (fence) and the coordinator (certificates).
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+impl Store {
+    /// Opens (or creates) `data_dir/sintra.redb`. A file that is not a sintra store, or is
+    /// damaged, is refused with [`StoreError::Foreign`].
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(STORE_FILE);
+        std::fs::create_dir_all(data_dir).map_err(|error| StoreError::Io {
+            path: path.clone(),
+            source: Box::new(redb::Error::Io(error)),
+        })?;
+        let db = Database::create(&path).map_err(|error| StoreError::Foreign {
+            path: path.clone(),
+            reason: error.to_string(),
+        })?;
+        let store = Self { db, path };
+        store.init()?;
+        Ok(store)
+    }
+
+    fn io(&self, error: impl Into<redb::Error>) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source: Box::new(error.into()),
+        }
+    }
+
+    fn damaged(&self, table: &'static str, reason: impl Into<String>) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            table,
+            reason: reason.into(),
+        }
+    }
+
+    /// Creates the tables of a new store and checks the format tag of an existing one.
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.foreign(e))?;
+            let format = meta
+                .get("format")
+                .map_err(|e| self.io(e))?
+                .map(|value| value.value().to_vec());
+            match format {
+                Some(format) if format == FORMAT => {}
+                Some(other) => {
+                    return Err(StoreError::Foreign {
+                        path: self.path.clone(),
+                        reason: format!("format tag {:?}", String::from_utf8_lossy(&other)),
+                    });
+                }
+                None => {
+                    if !meta.is_empty().map_err(|e| self.io(e))? {
+                        return Err(StoreError::Foreign {
+                            path: self.path.clone(),
+                            reason: "a meta table without a format tag".into(),
+                        });
+                    }
+                    meta.insert("format", FORMAT).map_err(|e| self.io(e))?;
+                }
+            }
+            txn.open_table(LOG).map_err(|e| self.foreign(e))?;
+            txn.open_table(ROUNDS).map_err(|e| self.foreign(e))?;
+            txn.open_table(CHECKPOINTS).map_err(|e| self.foreign(e))?;
+            txn.open_table(SNAPSHOT).map_err(|e| self.foreign(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// A table of another type under one of our names: not our file.
+    fn foreign(&self, error: redb::TableError) -> StoreError {
+        StoreError::Foreign {
+            path: self.path.clone(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the log stands.
+    pub fn state(&self) -> Result<StoredState, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+        let get_u64 = |name: &str| -> Result<Option<u64>, StoreError> {
+            match meta.get(name).map_err(|e| self.io(e))? {
+                None => Ok(None),
+                Some(value) => u64_at(value.value(), 0)
+                    .map(Some)
+                    .ok_or_else(|| self.damaged("meta", format!("{name} is not a u64"))),
+            }
+        };
+        let log_digest = match meta.get("log_digest").map_err(|e| self.io(e))? {
+            None => LOG_DIGEST_START,
+            Some(value) => value
+                .value()
+                .try_into()
+                .map_err(|_| self.damaged("meta", "log_digest is not 32 bytes"))?,
+        };
+        Ok(StoredState {
+            next_round: get_u64("next_round")?.unwrap_or(0),
+            height: get_u64("height")?.unwrap_or(0),
+            log_digest,
+            fence: get_u64("fence")?,
+        })
+    }
+
+    /// Commits one delivered round in one durable transaction.
+    pub fn commit_round(&self, commit: &RoundCommit<'_>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut log = txn.open_table(LOG).map_err(|e| self.io(e))?;
+            let mut entry = Vec::new();
+            for (offset, request) in commit.requests.iter().enumerate() {
+                entry.clear();
+                entry.extend_from_slice(&commit.round.to_be_bytes());
+                entry.extend_from_slice(request);
+                log.insert(commit.first + offset as u64, entry.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+            let mut rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
+            let mut boundary = Vec::with_capacity(48);
+            boundary.extend_from_slice(&commit.first.to_be_bytes());
+            boundary.extend_from_slice(&(commit.requests.len() as u64).to_be_bytes());
+            boundary.extend_from_slice(&commit.root);
+            rounds
+                .insert(commit.round, boundary.as_slice())
+                .map_err(|e| self.io(e))?;
+            let height = commit.first + commit.requests.len() as u64;
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            meta.insert("next_round", (commit.round + 1).to_be_bytes().as_slice())
+                .map_err(|e| self.io(e))?;
+            meta.insert("height", height.to_be_bytes().as_slice())
+                .map_err(|e| self.io(e))?;
+            meta.insert("log_digest", commit.log_digest.as_slice())
+                .map_err(|e| self.io(e))?;
+            if let Some(snapshot) = commit.snapshot {
+                let mut value = Vec::with_capacity(16 + snapshot.len());
+                value.extend_from_slice(&commit.round.to_be_bytes());
+                value.extend_from_slice(&height.to_be_bytes());
+                value.extend_from_slice(snapshot);
+                let mut table = txn.open_table(SNAPSHOT).map_err(|e| self.io(e))?;
+                table.insert(0, value.as_slice()).map_err(|e| self.io(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Durably records the send fence.
+    pub fn set_fence(&self, fence: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            meta.insert("fence", fence.to_be_bytes().as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Stores a checkpoint certificate.
+    pub fn save_certificate(&self, certificate: &CheckpointCertificate) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut table = txn.open_table(CHECKPOINTS).map_err(|e| self.io(e))?;
+            table
+                .insert(
+                    certificate.statement.round,
+                    certificate.to_bytes().as_slice(),
+                )
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// The certificate of the first checkpoint at or after `round`.
+    pub fn certificate_from(
+        &self,
+        round: u64,
+    ) -> Result<Option<CheckpointCertificate>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(CHECKPOINTS).map_err(|e| self.io(e))?;
+        let mut range = table.range(round..).map_err(|e| self.io(e))?;
+        match range.next() {
+            None => Ok(None),
+            Some(entry) => {
+                let (_, value) = entry.map_err(|e| self.io(e))?;
+                CheckpointCertificate::from_bytes(value.value())
+                    .map(Some)
+                    .map_err(|e| self.damaged("checkpoints", e.to_string()))
+            }
+        }
+    }
+
+    /// The latest certificate.
+    pub fn latest_certificate(&self) -> Result<Option<CheckpointCertificate>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(CHECKPOINTS).map_err(|e| self.io(e))?;
+        match table.last().map_err(|e| self.io(e))? {
+            None => Ok(None),
+            Some((_, value)) => CheckpointCertificate::from_bytes(value.value())
+                .map(Some)
+                .map_err(|e| self.damaged("checkpoints", e.to_string())),
+        }
+    }
+
+    /// The snapshot of the last own checkpoint.
+    pub fn snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(SNAPSHOT).map_err(|e| self.io(e))?;
+        let Some(value) = table.get(0).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        let value = value.value();
+        match (u64_at(value, 0), u64_at(value, 8)) {
+            (Some(round), Some(height)) => Ok(Some(Snapshot {
+                round,
+                height,
+                bytes: value[16..].to_vec(),
+            })),
+            _ => Err(self.damaged("snapshot", "shorter than its header")),
+        }
+    }
+
+    /// The rounds `from ..= to` as records, stopping before the encoded records would exceed
+    /// `bytes_max` (at least one round is returned if any exists).
+    pub fn rounds(
+        &self,
+        from: u64,
+        to: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<RoundRecord>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
+        let log = txn.open_table(LOG).map_err(|e| self.io(e))?;
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        for entry in rounds.range(from..=to).map_err(|e| self.io(e))? {
+            let (round, boundary) = entry.map_err(|e| self.io(e))?;
+            let round = round.value();
+            let boundary = boundary.value();
+            let (Some(first), Some(count)) = (u64_at(boundary, 0), u64_at(boundary, 8)) else {
+                return Err(self.damaged("rounds", format!("round {round}")));
+            };
+            let mut requests = Vec::new();
+            for entry in log
+                .range(first..first.saturating_add(count))
+                .map_err(|e| self.io(e))?
+            {
+                let (_, value) = entry.map_err(|e| self.io(e))?;
+                let value = value.value();
+                requests.push(value.get(8..).unwrap_or_default().to_vec());
+            }
+            let record = RoundRecord { round, requests };
+            bytes += record.encoded_len();
+            if bytes > bytes_max && !records.is_empty() {
+                break;
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    /// The log entries at positions `from .. to`.
+    pub fn log(&self, from: u64, to: u64) -> Result<Vec<LogEntry>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let log = txn.open_table(LOG).map_err(|e| self.io(e))?;
+        let mut entries = Vec::new();
+        for entry in log.range(from..to).map_err(|e| self.io(e))? {
+            let (position, value) = entry.map_err(|e| self.io(e))?;
+            let value = value.value();
+            let round = u64_at(value, 0)
+                .ok_or_else(|| self.damaged("log", format!("position {}", position.value())))?;
+            entries.push(LogEntry {
+                position: position.value(),
+                round,
+                request: value[8..].to_vec(),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The answer-batch root recorded for `round`, with its first position and count.
+    pub fn round_boundary(&self, round: u64) -> Result<Option<(u64, u64, [u8; 32])>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
+        let Some(value) = rounds.get(round).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        let value = value.value();
+        match (u64_at(value, 0), u64_at(value, 8), value.get(16..48)) {
+            (Some(first), Some(count), Some(root)) => {
+                let mut out = [0; 32];
+                out.copy_from_slice(root);
+                Ok(Some((first, count, out)))
+            }
+            _ => Err(self.damaged("rounds", format!("round {round}"))),
+        }
+    }
+}
+
+/// Encodes a list of requests (for tests that compare logs).
+pub fn encode_requests(requests: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for request in requests {
+        put_bytes(&mut out, request);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_commit_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.state().unwrap().next_round, 0);
+            let requests = vec![b"a".to_vec(), b"bc".to_vec()];
+            store
+                .commit_round(&RoundCommit {
+                    round: 0,
+                    first: 0,
+                    requests: &requests,
+                    root: [7; 32],
+                    log_digest: [9; 32],
+                    snapshot: None,
+                })
+                .unwrap();
+            store
+                .commit_round(&RoundCommit {
+                    round: 1,
+                    first: 2,
+                    requests: &[],
+                    root: [0; 32],
+                    log_digest: [9; 32],
+                    snapshot: Some(b"snap"),
+                })
+                .unwrap();
+            store.set_fence(5).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let state = store.state().unwrap();
+        assert_eq!(
+            state,
+            StoredState {
+                next_round: 2,
+                height: 2,
+                log_digest: [9; 32],
+                fence: Some(5)
+            }
+        );
+        let records = store.rounds(0, 10, usize::MAX).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].requests, vec![b"a".to_vec(), b"bc".to_vec()]);
+        assert!(records[1].requests.is_empty());
+        assert_eq!(store.snapshot().unwrap().unwrap().bytes, b"snap");
+        assert_eq!(store.log(0, 10).unwrap().len(), 2);
+        assert_eq!(store.round_boundary(0).unwrap(), Some((0, 2, [7; 32])));
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(STORE_FILE), vec![0x5a; 8192]).unwrap();
+        let error = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(error, StoreError::Foreign { .. }), "{error}");
+        assert!(error.to_string().contains("not a sintra store"), "{error}");
+    }
+
+    #[test]
+    fn round_records_decode_strictly() {
+        let record = RoundRecord {
+            round: 3,
+            requests: vec![b"x".to_vec(), Vec::new()],
+        };
+        let bytes = record.to_bytes();
+        assert_eq!(RoundRecord::from_bytes(&bytes).unwrap(), record);
+        assert!(RoundRecord::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+        // A count far beyond the bytes present is refused before allocating.
+        let mut huge = 3u64.to_be_bytes().to_vec();
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(RoundRecord::from_bytes(&huge).is_err());
+    }
+}
