@@ -87,9 +87,11 @@ pub fn request(
     stream
         .set_write_timeout(Some(deadline.remaining()?))
         .map_err(|error| HttpError::Io(error.to_string()))?;
-    stream
-        .write_all(&message)
-        .map_err(|error| deadline.io_error(&error))?;
+    if let Err(error) = stream.write_all(&message) {
+        // A server may answer before it read the whole body (`413` for an oversized one) and
+        // close; its answer is then still there to read.
+        return read_response(&mut stream, &deadline).map_err(|_| deadline.io_error(&error));
+    }
     read_response(&mut stream, &deadline)
 }
 
