@@ -780,16 +780,18 @@ async fn serve_inbound(
         if seq != state.delivered + 1 {
             return Err(LinkError::Protocol("sequence gap"));
         }
+        // Counted before the replica can see the message, so that a replica reading the metrics
+        // after a delivery never finds the counter behind it.
+        shared
+            .counters
+            .frames_received
+            .fetch_add(1, Ordering::Relaxed);
         permit.send(Incoming {
             from,
             bytes: payload,
         });
         state.delivered = seq;
         drop(state);
-        shared
-            .counters
-            .frames_received
-            .fetch_add(1, Ordering::Relaxed);
         let _ = ack_tx.send(seq);
     }
 }

@@ -66,6 +66,9 @@ pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TRANSFERS_SERVED_MAX: usize = 4;
 /// How often the coordinator looks at timeouts and stale waiters.
 const TICK: Duration = Duration::from_millis(500);
+/// A server that knows it is behind and is not fetching asks where the group stands again after
+/// this long (its `Hello` or the answers may have been dropped by a full link queue).
+const HELLO_RETRY: Duration = Duration::from_secs(2);
 
 /// A client waiting for the signed answer to a request.
 #[derive(Debug)]
@@ -160,6 +163,7 @@ struct State {
     best_certificate: Option<CheckpointCertificate>,
     serving: HashSet<ServerId>,
     hello_round: Option<u64>,
+    last_hello: Instant,
 }
 
 impl Coordinator {
@@ -179,17 +183,25 @@ impl Coordinator {
             best_certificate: None,
             serving: HashSet::new(),
             hello_round: None,
+            last_hello: Instant::now(),
         };
         let (served_tx, mut served_rx) = mpsc::channel::<ServerId>(TRANSFERS_SERVED_MAX);
         self.say_hello(&mut state);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Registrations first: a client registers before it submits, so its registration
+            // is always handled before the executed round that answers it.
             tokio::select! {
+                biased;
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() {
                         break;
                     }
+                }
+                registration = self.registrations.recv() => {
+                    let Some(registration) = registration else { break };
+                    self.on_register(&mut state, registration);
                 }
                 event = self.events.recv() => {
                     let Some(event) = event else { break };
@@ -200,10 +212,6 @@ impl Coordinator {
                 message = self.peers.recv() => {
                     let Some((from, message)) = message else { break };
                     self.on_peer(&mut state, from, message, &served_tx);
-                }
-                registration = self.registrations.recv() => {
-                    let Some(registration) = registration else { break };
-                    self.on_register(&mut state, registration);
                 }
                 Some(peer) = served_rx.recv() => {
                     state.serving.remove(&peer);
@@ -234,6 +242,7 @@ impl Coordinator {
             return;
         }
         state.hello_round = Some(self.executed_next);
+        state.last_hello = Instant::now();
         let hello = NodeMessage::Hello {
             next_round: self.executed_next,
         };
@@ -284,6 +293,14 @@ impl Coordinator {
         if stalled && let Some(transfer) = state.transfer.take() {
             info!(peer = %transfer.peer, "state transfer peer is silent; asking another");
             self.start_transfer(state, transfer.target, transfer.tried);
+        }
+        let behind = state
+            .peer_rounds
+            .values()
+            .any(|round| *round > self.executed_next);
+        if behind && state.transfer.is_none() && state.last_hello.elapsed() > HELLO_RETRY {
+            state.hello_round = None;
+            self.say_hello(state);
         }
     }
 
@@ -567,7 +584,8 @@ impl Coordinator {
         served: &mpsc::Sender<ServerId>,
     ) {
         match message {
-            NodeMessage::Protocol(_) => {}
+            // The protocol task keeps these.
+            NodeMessage::Protocol(_) | NodeMessage::Forward { .. } => {}
             NodeMessage::AnswerShare { round, share } => {
                 if share.id() != from {
                     self.fault(from, "unexpected_message", "answer share of another server");

@@ -180,7 +180,7 @@ impl Executor {
         self.next_round = round + 1;
         self.height = first + requests.len() as u64;
         self.log_digest = log_digest;
-        self.metrics.height.store(self.height, Ordering::Relaxed);
+        self.metrics.set_log_head(self.height, self.log_digest);
         self.metrics
             .next_round
             .store(self.next_round, Ordering::Relaxed);

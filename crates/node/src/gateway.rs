@@ -246,15 +246,20 @@ async fn submit(
 struct Health {
     server: u16,
     height: u64,
+    /// The chained digest of the log at `height` (hex): equal heights with equal digests mean
+    /// identical logs.
+    log_digest: String,
     round: u64,
     peers_connected: usize,
 }
 
 async fn health(State(gateway): State<Gateway>) -> axum::Json<Health> {
     let links = gateway.links.metrics();
+    let (height, log_digest) = gateway.metrics.log_head();
     axum::Json(Health {
         server: gateway.id.get(),
-        height: gateway.metrics.height.load(Ordering::Relaxed),
+        height,
+        log_digest: hex::encode(log_digest),
         round: gateway.metrics.next_round.load(Ordering::Relaxed),
         peers_connected: links.peers.iter().filter(|peer| peer.connected).count(),
     })

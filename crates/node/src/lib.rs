@@ -87,6 +87,11 @@ pub struct Tunables {
     pub http_body_bytes_max: usize,
     /// Submissions queued for the protocol task (`503` beyond).
     pub submit_queue_max: usize,
+    /// Peers every client request is also forwarded to (default 0: each request is proposed
+    /// by the server the client chose; `t` makes it pending at `t + 1` servers, which atomic
+    /// broadcast's validity needs against a Byzantine agreement, at `t + 1` times the bandwidth
+    /// of requests). While a restarted server is silent behind its fence it forwards to all.
+    pub forward_peers: usize,
 }
 
 impl Default for Tunables {
@@ -97,6 +102,7 @@ impl Default for Tunables {
             request_timeout: REQUEST_TIMEOUT,
             http_body_bytes_max: HTTP_BODY_BYTES_MAX,
             submit_queue_max: SUBMIT_QUEUE_MAX,
+            forward_peers: 0,
         }
     }
 }
@@ -262,9 +268,7 @@ impl Node {
             .map_err(|error| NodeError::Network(error.to_string()))?;
 
         let metrics = Arc::new(Metrics::default());
-        metrics
-            .height
-            .store(stored.height, std::sync::atomic::Ordering::Relaxed);
+        metrics.set_log_head(stored.height, stored.log_digest);
         metrics
             .next_round
             .store(stored.next_round, std::sync::atomic::Ordering::Relaxed);
@@ -313,6 +317,7 @@ impl Node {
             coordinator: peer_tx,
             metrics: metrics.clone(),
             loopback: VecDeque::new(),
+            forward_peers: tunables.forward_peers,
         };
         tasks.push(tokio::spawn(protocol.run()));
 
@@ -604,5 +609,9 @@ async fn wait_for_signal() {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .try_init();
 }

@@ -29,6 +29,8 @@ const TAG_STATUS: u8 = 6;
 const TAG_FETCH_ROUNDS: u8 = 7;
 /// Tag of [`NodeMessage::Rounds`].
 const TAG_ROUNDS: u8 = 8;
+/// Tag of [`NodeMessage::Forward`].
+const TAG_FORWARD: u8 = 9;
 
 /// The most round records in one [`NodeMessage::Rounds`] (the byte limit of a link message
 /// bounds it further; see [`crate::TRANSFER_REPLY_BYTES_MAX`]).
@@ -99,6 +101,12 @@ pub enum NodeMessage {
         /// The certificate of the last record's round, on the last part only.
         certificate: Option<CheckpointCertificate>,
     },
+    /// A client request submitted at the sender, for this server to submit to atomic broadcast
+    /// too (so that it is pending at more than one server).
+    Forward {
+        /// The encoded service request.
+        request: Vec<u8>,
+    },
 }
 
 impl Encode for NodeMessage {
@@ -159,6 +167,10 @@ impl Encode for NodeMessage {
                 }
                 encode_option(out, certificate.as_ref());
             }
+            Self::Forward { request } => {
+                out.push(TAG_FORWARD);
+                put_bytes(out, request);
+            }
         }
     }
 }
@@ -218,6 +230,11 @@ impl Decode for NodeMessage {
                 records: reader.vec("round records", ROUND_RECORDS_MAX)?,
                 certificate: decode_option(reader)?,
             },
+            TAG_FORWARD => Self::Forward {
+                request: reader
+                    .bytes("forwarded request", crate::store::RECORD_REQUEST_BYTES_MAX)?
+                    .to_vec(),
+            },
             _ => {
                 return Err(DecodeError::Invalid {
                     what: "node message",
@@ -233,5 +250,92 @@ pub(crate) fn put_requests(out: &mut Vec<u8>, requests: &[Vec<u8>]) {
     out.extend_from_slice(&(requests.len() as u32).to_be_bytes());
     for request in requests {
         put_bytes(out, request);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sintra_crypto::ServerId;
+    use sintra_protocols::abc;
+    use sintra_protocols::{Body, InstanceId};
+
+    use super::*;
+
+    fn samples() -> Vec<NodeMessage> {
+        let instance = InstanceId::root("sintra")
+            .and_then(|r| r.child("abc"))
+            .unwrap();
+        vec![
+            NodeMessage::Protocol(Message {
+                instance,
+                body: Body::Abc(abc::Message::CatchUp { round: 7 }),
+            }),
+            NodeMessage::AnswerShare {
+                round: 5,
+                share: rsa::SignatureShare::from_parts(ServerId::new(2).unwrap(), vec![7; 128])
+                    .unwrap(),
+            },
+            NodeMessage::ProofRequest { round: 9 },
+            NodeMessage::Hello { next_round: 4 },
+            NodeMessage::Status {
+                next_round: 4,
+                certificate: None,
+            },
+            NodeMessage::FetchRounds { from_round: 2 },
+            NodeMessage::Rounds {
+                records: vec![
+                    RoundRecord {
+                        round: 2,
+                        requests: vec![b"a".to_vec()],
+                    },
+                    RoundRecord {
+                        round: 3,
+                        requests: Vec::new(),
+                    },
+                ],
+                certificate: None,
+            },
+            NodeMessage::Forward {
+                request: b"put".to_vec(),
+            },
+        ]
+    }
+
+    #[test]
+    fn node_messages_roundtrip_and_refuse_trailing_bytes() {
+        for message in samples() {
+            let bytes = message.to_bytes();
+            assert_eq!(NodeMessage::from_bytes(&bytes).unwrap(), message);
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(NodeMessage::from_bytes(&longer).is_err());
+            for cut in 0..bytes.len() {
+                assert!(
+                    NodeMessage::from_bytes(&bytes[..cut]).is_err(),
+                    "{message:?} cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..512usize {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = NodeMessage::from_bytes(&bytes);
+            for tag in 0..=10u8 {
+                let mut tagged = vec![tag];
+                tagged.extend_from_slice(&bytes);
+                let _ = NodeMessage::from_bytes(&tagged);
+            }
+        }
     }
 }

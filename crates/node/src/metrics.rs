@@ -51,9 +51,28 @@ pub struct Metrics {
     /// Clients waiting for an answer.
     pub waiting_clients: AtomicU64,
     faults: Mutex<BTreeMap<(u16, &'static str), u64>>,
+    /// The log height and the chained log digest at that height, read together so that `/health`
+    /// never pairs a height with another height's digest.
+    log_head: Mutex<(u64, [u8; 32])>,
 }
 
 impl Metrics {
+    /// Publishes the log's height and chained digest (after each executed round).
+    pub fn set_log_head(&self, height: u64, log_digest: [u8; 32]) {
+        if let Ok(mut head) = self.log_head.lock() {
+            *head = (height, log_digest);
+        }
+        self.height.store(height, Ordering::Relaxed);
+    }
+
+    /// The log's height and chained digest, as last published.
+    pub fn log_head(&self) -> (u64, [u8; 32]) {
+        self.log_head
+            .lock()
+            .map(|head| *head)
+            .unwrap_or((self.height.load(Ordering::Relaxed), [0; 32]))
+    }
+
     /// Records a fault of `peer`.
     pub fn fault(&self, peer: ServerId, kind: &'static str) {
         if let Ok(mut faults) = self.faults.lock() {
@@ -254,7 +273,9 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE sintra_peer_connected gauge");
         for peer in &links.peers {
-            let Some(peer_id) = peer.id else { continue };
+            let Some(peer_id) = peer.id.map(ServerId::get) else {
+                continue;
+            };
             let _ = writeln!(
                 out,
                 "sintra_peer_connected{{server=\"{id}\",peer=\"{peer_id}\"}} {}",

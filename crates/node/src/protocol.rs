@@ -104,6 +104,8 @@ pub(crate) struct ProtocolTask {
     pub coordinator: mpsc::Sender<(ServerId, NodeMessage)>,
     pub metrics: Arc<Metrics>,
     pub loopback: VecDeque<Message>,
+    /// Peers each client request is forwarded to (besides every peer while silent).
+    pub forward_peers: usize,
 }
 
 impl ProtocolTask {
@@ -217,17 +219,71 @@ impl ProtocolTask {
                 let step = self.abc.handle_message(&mut self.party, from, &message);
                 self.handle_step(step).await
             }
+            NodeMessage::Forward { request } => {
+                match self.abc.submit(&mut self.party, request) {
+                    Ok(step) => self.handle_step(step).await,
+                    Err(AbcError::TooLarge { .. }) => {
+                        self.metrics.fault(from, "invalid_value");
+                        warn!(peer = %from, "forwarded request beyond the size limit");
+                        true
+                    }
+                    // Back-pressure: the request stays pending at the sender.
+                    Err(_) => {
+                        self.metrics.refused_full.fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                }
+            }
             other => self.coordinator.send((from, other)).await.is_ok(),
         }
     }
 
+    /// Sends a client's request to other servers too: to every peer while this server is
+    /// silent behind its fence (it cannot propose it itself, and an idle group would never
+    /// start the rounds that take it past the fence), else to `forward_peers` peers.
+    async fn forward(&mut self, request: &[u8]) -> bool {
+        let silent = self
+            .silent_through
+            .is_some_and(|fence| self.abc.round() <= fence);
+        let n = self.party.servers();
+        let me = self.party.id.get();
+        let targets: Vec<Target> = if silent {
+            vec![Target::All]
+        } else {
+            (1..n)
+                .take(self.forward_peers)
+                .filter_map(|offset| ServerId::new((me - 1 + offset) % n + 1))
+                .map(Target::Server)
+                .collect()
+        };
+        if targets.is_empty() {
+            return true;
+        }
+        let bytes = Bytes::from(
+            NodeMessage::Forward {
+                request: request.to_vec(),
+            }
+            .to_bytes(),
+        );
+        let outbound = targets
+            .into_iter()
+            .map(|to| Outbound {
+                to,
+                bytes: bytes.clone(),
+                fenced_round: None,
+            })
+            .collect();
+        self.outbound.send(outbound).await.is_ok()
+    }
+
     async fn on_submission(&mut self, submission: Submission) -> bool {
         let Submission { request, reply } = submission;
+        let copy = request.clone();
         match self.abc.submit(&mut self.party, request) {
             Ok(step) => {
                 self.metrics.submitted.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Ok(()));
-                self.handle_step(step).await
+                self.forward(&copy).await && self.handle_step(step).await
             }
             Err(AbcError::QueueFull { max }) => {
                 self.metrics.refused_full.fetch_add(1, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! verify under the service key alone; that all logs are identical; that a replica stopped and
 //! restarted on the same data directory catches up and ends with the same log; and that garbage
 //! from an authenticated peer, malformed HTTP requests and garbage on the streaming port are
-//! refused with a clear error and crash nothing.
+//! refused with a clear error and crash nothing; and that a peer sending bad answer shares is
+//! named while clients still get verified answers.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -369,13 +370,35 @@ async fn a_restarted_server_catches_up_to_the_same_log() {
         put(&cluster, 1 + i % N, &format!("before{i}"), "x").await;
     }
     cluster.settle(&[1, 2, 3, 4], 4).await;
+
+    // A restart with nothing missed: server 4 resumes in the round where it stopped, behind its
+    // send fence. It sends no vote for those rounds, yet its client is served (the request is
+    // forwarded while it is silent) and it keeps the same log.
+    cluster.stop(4).await;
+    cluster.restart(4).await;
+    put(&cluster, 4, "while-fenced", "w").await;
+    for i in 0..6 {
+        put(&cluster, 1 + i % 3, &format!("fenced{i}"), "f").await;
+    }
+    let height = cluster.settle(&[1, 2, 3, 4], 11).await;
+    cluster.assert_same_logs(&[1, 2, 3, 4], height);
+    let fenced = cluster
+        .node(4)
+        .metrics()
+        .fenced_messages
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        fenced > 0,
+        "the restarted server withheld its messages of fenced rounds"
+    );
+
     cluster.stop(4).await;
     // Many rounds without server 4: far more than atomic broadcast keeps for late servers, so
     // it needs the certified state transfer.
     for i in 0..24 {
         put(&cluster, 1 + i % 3, &format!("during{i}"), "y").await;
     }
-    let height = cluster.settle(&[1, 2, 3], 28).await;
+    let height = cluster.settle(&[1, 2, 3], 35).await;
     cluster.restart(4).await;
     let caught_up = cluster.settle(&[1, 2, 3, 4], height).await;
     cluster.assert_same_logs(&[1, 2, 3, 4], caught_up);
@@ -500,6 +523,87 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     put(&cluster, 3, "still", "working").await;
     let height = cluster.settle(&[1, 2, 3], 2).await;
     cluster.assert_same_logs(&[1, 2, 3], height);
+    byzantine.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// Server 1's identity is held by the test: it sends a wrong answer share for every early round
+/// (first in line when the others combine: shares are tried in server order) and answers every
+/// proof request with a wrong proof. The combiner's optimistic attempt fails, it asks for
+/// proofs, names server 1 (`invalid_share`) and answers its clients with shares proven good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bad_answer_share_is_blamed_and_the_answer_still_comes() {
+    use sintra_crypto::encoding::{Decode, Encode};
+    use sintra_node::message::NodeMessage;
+
+    logs();
+    let cluster = Cluster::start(&[2, 3, 4]).await;
+    let (byzantine, mut incoming) = Links::start(LinksConfig {
+        me: id(1),
+        listen_addr: cluster.links[0],
+        peers: cluster.peers(),
+        keypair: keys().links[0].clone(),
+        limits: LinkLimits::default(),
+    })
+    .await
+    .expect("links");
+    let modulus_bytes = keys().group.service.modulus_bytes();
+    let bad_share = move || {
+        let mut value = vec![0x5a; modulus_bytes];
+        value[0] = 1;
+        sintra_crypto::rsa::SignatureShare::from_parts(id(1), value).expect("share")
+    };
+    for round in 0..64 {
+        let message = NodeMessage::AnswerShare {
+            round,
+            share: bad_share(),
+        };
+        let _ = byzantine.broadcast(Bytes::from(message.to_bytes()));
+    }
+    let mut proof_bytes = vec![0u8; 32];
+    proof_bytes.extend_from_slice(&4u32.to_be_bytes());
+    proof_bytes.extend_from_slice(&[1, 2, 3, 4]);
+    let bad_proof = sintra_crypto::rsa::ShareProof::from_bytes(&proof_bytes).expect("proof");
+    let liar = byzantine.clone();
+    let answering = tokio::spawn(async move {
+        while let Some(message) = incoming.recv().await {
+            if let Ok(NodeMessage::ProofRequest { round }) = NodeMessage::from_bytes(&message.bytes)
+            {
+                let reply = NodeMessage::AnswerProof {
+                    round,
+                    share: bad_share(),
+                    proof: bad_proof.clone(),
+                };
+                let _ = liar.try_send(message.from, Bytes::from(reply.to_bytes()));
+            }
+        }
+    });
+
+    for i in 0..3u16 {
+        put(&cluster, 2 + i, &format!("k{i}"), "v").await;
+    }
+    let blamed: u64 = (2..=4)
+        .map(|i| {
+            cluster
+                .node(i)
+                .metrics()
+                .faults()
+                .get(&(1, "invalid_share"))
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(blamed > 0, "server 1's bad shares were named");
+    for i in 2..=4 {
+        let faults = cluster.node(i).metrics().faults();
+        assert!(
+            faults.keys().all(|(peer, _)| *peer == 1),
+            "server {i} blamed an honest server: {faults:?}"
+        );
+    }
+    let height = cluster.settle(&[2, 3, 4], 3).await;
+    cluster.assert_same_logs(&[2, 3, 4], height);
+    answering.abort();
     byzantine.shutdown().await;
     cluster.shutdown().await;
 }

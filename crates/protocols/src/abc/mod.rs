@@ -965,15 +965,20 @@ impl Abc {
     }
 }
 
-/// What a delivered round keeps once its instances go: the decision and its batches.
-fn retire(state: Round) -> Option<Retired> {
-    let proposal = state.decision.clone()?;
+/// What a delivered round keeps once its instances go: the decision and its batches (moved
+/// out of the dropped broadcasts, not copied: a batch may be a megabyte).
+fn retire(mut state: Round) -> Option<Retired> {
+    let proposal = state.decision.take()?;
     let bodies = proposal
         .certificates
         .iter()
         .filter_map(|certificate| {
-            let body = state.body(certificate)?;
-            Some((certificate.proposer, (certificate.digest, body.to_vec())))
+            let delivery = state
+                .batches
+                .remove(&certificate.proposer)?
+                .into_delivered()?;
+            (delivery.proof.digest == certificate.digest)
+                .then_some((certificate.proposer, (certificate.digest, delivery.body)))
         })
         .collect();
     Some(Retired {

@@ -1,7 +1,7 @@
 //! The bookkeeping of one atomic-broadcast server that is not a protocol instance: the queue of
 //! pending requests and the window of delivered request digests.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::cbc::Digest;
 
@@ -20,7 +20,9 @@ pub(crate) fn class_of(digest: &Digest) -> usize {
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     queues: [BTreeMap<u64, (Digest, Vec<u8>)>; 2],
-    index: BTreeMap<Digest, (usize, u64)>,
+    /// Lookup only, never iterated (so its order cannot leak into what a server does): a hash
+    /// map, several times cheaper per request than an ordered map of 32-byte keys.
+    index: HashMap<Digest, (usize, u64)>,
     next_sequence: u64,
 }
 
@@ -79,7 +81,8 @@ impl Pending {
 /// honest server delivers identically, so all skip the same requests.
 #[derive(Debug, Default)]
 pub(crate) struct Delivered {
-    digests: BTreeSet<Digest>,
+    /// Lookup only, never iterated (expiry goes by `by_round`): a hash set.
+    digests: HashSet<Digest>,
     by_round: VecDeque<(u64, Vec<Digest>)>,
 }
 

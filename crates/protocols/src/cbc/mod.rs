@@ -273,6 +273,12 @@ impl Cbc {
         self.delivery.as_ref()
     }
 
+    /// The delivery, consuming the instance: for a caller that drops the instance but keeps
+    /// what it delivered (atomic broadcast retiring a round), without copying the body.
+    pub fn into_delivered(self) -> Option<CbcDelivery> {
+        self.delivery
+    }
+
     /// Whether this server delivered. A terminated instance keeps the delivery (to answer late
     /// REQUESTs), one request mark per peer, and ignores the rest.
     pub fn terminated(&self) -> bool {

@@ -136,6 +136,35 @@ impl Scabc {
         }
     }
 
+    /// An instance that continues after a restart where a server's log ends (see
+    /// [`Abc::resume`]): atomic broadcast delivers round `next_round` next at position
+    /// `delivered_count`, and `recent` restores its deduplication window (`(round, digest of the
+    /// ciphertext bytes)`). The runtime may resume only where every ordered position was opened
+    /// or skipped (`undecrypted() == 0` when it stopped, or after it persisted those positions'
+    /// outcomes): positions below `delivered_count` are not decrypted again.
+    pub fn resume(
+        instance: InstanceId,
+        config: AbcConfig,
+        next_round: u64,
+        delivered_count: u64,
+        recent: impl IntoIterator<Item = (u64, crate::cbc::Digest)>,
+    ) -> Self {
+        let mut scabc = Self::new(instance, config);
+        let abc_id = scabc.abc.instance().clone();
+        scabc.abc = Abc::resume(abc_id, config, next_round, delivered_count, recent);
+        scabc.next_output = delivered_count;
+        scabc
+    }
+
+    /// [`Abc::catch_up_to`] for the atomic broadcast underneath: peers delivered rounds up to
+    /// `round`.
+    pub fn catch_up_to(&mut self, party: &mut Party, round: u64) -> Step<Delivered> {
+        let mut step = Step::new();
+        let ordered = self.abc.catch_up_to(party, round);
+        self.on_ordering_step(party, ordered, &mut step);
+        step
+    }
+
     /// Takes a client's ciphertext: checks it under [`request_label`] and hands it to atomic
     /// broadcast. Refused — and not kept — when invalid, too large, or when the queue is full.
     pub fn submit(

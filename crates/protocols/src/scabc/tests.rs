@@ -327,6 +327,37 @@ fn a_server_that_fell_behind_delivers_the_same_plaintexts() {
     assert!(net.faults.is_empty(), "{:?}", net.faults);
 }
 
+/// Server 4 is rebuilt with [`Scabc::resume`] between two bursts (every position opened): it
+/// continues at the same positions and delivers the same plaintexts as the others.
+#[test]
+fn a_server_resumed_where_its_log_ends_continues_with_the_others() {
+    let mut net = network(4, 9, &[]);
+    let mut expected = BTreeSet::new();
+    for i in 0..6 {
+        let ciphertext = encrypt(&net, &plaintext(i), i as u64);
+        net.call(id(1 + (i as u16 % 4)), |scabc, party| {
+            scabc.submit(party, ciphertext).unwrap()
+        });
+        expected.insert(plaintext(i));
+    }
+    net.run();
+    let old = &net.nodes[3];
+    assert_eq!(old.undecrypted(), 0);
+    let (round, count) = (old.abc().round(), old.abc().delivered_count());
+    net.nodes[3] = Scabc::resume(instance(), config(), round, count, []);
+    assert_eq!(net.nodes[3].next_position(), count);
+    for i in 6..12 {
+        let ciphertext = encrypt(&net, &plaintext(i), i as u64);
+        net.call(id(1 + (i as u16 % 4)), |scabc, party| {
+            scabc.submit(party, ciphertext).unwrap()
+        });
+        expected.insert(plaintext(i));
+    }
+    net.run();
+    assert_same_plaintexts(&net, &expected);
+    assert!(net.faults.is_empty(), "{:?}", net.faults);
+}
+
 fn kinds(faults: &[Fault]) -> Vec<(u16, FaultKind)> {
     faults.iter().map(|f| (f.server.get(), f.kind)).collect()
 }
