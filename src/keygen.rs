@@ -58,6 +58,42 @@ pub struct KeygenArgs {
     hosts: Option<Vec<String>>,
 }
 
+impl KeygenArgs {
+    /// The arguments of `sintra keygen --servers SERVERS --out OUT`: a local group (every
+    /// server on 127.0.0.1, default ports), the default `t` and RSA-2048 (what `sintra up`
+    /// deals on its first run).
+    pub fn local(servers: u16, out: PathBuf) -> Self {
+        Self {
+            servers,
+            faults: None,
+            out,
+            rsa_bits: 2048,
+            hosts: None,
+        }
+    }
+
+    /// Server `i`'s links on `127.0.0.1:(base + i)` (so its gateway on `base + 1000 + i`, its
+    /// streaming interface on `base + 2000 + i`); refuses a base whose ports would pass 65535.
+    pub fn with_port_base(mut self, base: u16) -> anyhow::Result<Self> {
+        let last = u32::from(base) + 2 * u32::from(GATEWAY_PORT_OFFSET) + u32::from(self.servers);
+        if base == 0 || last > u32::from(u16::MAX) {
+            bail!(
+                "--port-base {base}: the ports of {} servers would run from {} to {last};                  choose a base from 1 to {}",
+                self.servers,
+                u32::from(base) + 1,
+                u32::from(u16::MAX)
+                    .saturating_sub(2 * u32::from(GATEWAY_PORT_OFFSET) + u32::from(self.servers))
+            );
+        }
+        self.hosts = Some(
+            (1..=self.servers)
+                .map(|i| format!("127.0.0.1:{}", base + i))
+                .collect(),
+        );
+        Ok(self)
+    }
+}
+
 /// Where one server is reached and where it listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Addresses {

@@ -1,8 +1,10 @@
-//! The `sintra` binary: key generation, the simulator and its benchmark today; node, up and
-//! client as the layers arrive.
+//! The `sintra` binary: key generation, a replica (`node`), a whole local group (`up`), the
+//! client, the simulator and its benchmark.
 #![forbid(unsafe_code)]
 
+mod client_cli;
 mod keygen;
+mod up;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,11 @@ enum Command {
     Bench(BenchArgs),
     /// Run one replica until SIGTERM or Ctrl-C (logs: RUST_LOG, default info).
     Node(NodeArgs),
+    /// Run a whole group on this machine: keys on the first run, one replica process per
+    /// server, until Ctrl-C.
+    Up(up::UpArgs),
+    /// Put or get a key; prints the answer once it verified under the group's service key.
+    Client(client_cli::ClientArgs),
 }
 
 #[derive(Args)]
@@ -62,6 +69,8 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         },
         Command::Node(args) => Ok(node(&args)),
+        Command::Up(args) => up::run(args),
+        Command::Client(args) => Ok(client_cli::run(args)),
         Command::Bench(BenchArgs {
             which: Bench::Sim(args),
         }) => {
