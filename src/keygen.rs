@@ -355,6 +355,31 @@ mod tests {
     }
 
     #[test]
+    fn a_port_base_gives_every_server_three_ports_below_65536() {
+        let args = KeygenArgs::local(4, PathBuf::from("unused"))
+            .with_port_base(20_000)
+            .unwrap();
+        let all = addresses(&args, 4).unwrap();
+        assert_eq!(all[0].endpoint, "127.0.0.1:20001");
+        assert_eq!(all[3].gateway, "127.0.0.1:21004");
+        assert!(
+            KeygenArgs::local(4, PathBuf::from("unused"))
+                .with_port_base(63_533)
+                .is_err()
+        );
+        assert!(
+            KeygenArgs::local(4, PathBuf::from("unused"))
+                .with_port_base(63_531)
+                .is_ok()
+        );
+        assert!(
+            KeygenArgs::local(4, PathBuf::from("unused"))
+                .with_port_base(0)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn default_addresses_are_local_and_listen_on_loopback_only() {
         let all = addresses(&args(None), 4).unwrap();
         let last = &all[3];

@@ -69,7 +69,10 @@ fn main() -> anyhow::Result<ExitCode> {
             }
         },
         Command::Node(args) => Ok(node(&args)),
-        Command::Up(args) => up::run(args),
+        Command::Up(args) => Ok(up::run(args).unwrap_or_else(|error| {
+            eprintln!("sintra up: {error:#}");
+            ExitCode::FAILURE
+        })),
         Command::Client(args) => Ok(client_cli::run(args)),
         Command::Bench(BenchArgs {
             which: Bench::Sim(args),
