@@ -2,6 +2,7 @@
 //! client as the layers arrive.
 #![forbid(unsafe_code)]
 
+mod bench_cluster;
 mod keygen;
 
 use std::process::ExitCode;
@@ -47,6 +48,10 @@ enum Bench {
     /// Atomic broadcast on a simulated group (one thread, FIFO network, no adversary): CPU time
     /// per ordered request, messages and bytes per request. Build with --release.
     Sim(sintra_sim::bench::BenchSimArgs),
+    /// A real loopback cluster: deals a group, starts `--servers` replicas, drives kv puts over
+    /// their streaming ports; ordered requests/s, latency to signed answer, CPU per request.
+    /// Build with --release.
+    Cluster(bench_cluster::BenchClusterArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -68,6 +73,9 @@ fn main() -> anyhow::Result<ExitCode> {
             print!("{}", sintra_sim::bench::run(&args)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchArgs {
+            which: Bench::Cluster(args),
+        }) => bench_cluster::run(&args),
     }
 }
 
