@@ -16,7 +16,7 @@
 //!    `R` requests per second in total, evenly spread over the connections, each request's
 //!    latency counted from the moment it was due (so a stalled cluster cannot hide its queueing).
 //!    Every request is a kv `put` of exactly `--payload` bytes: tag 1, a 16-byte nonce (8 random
-//!    bytes per connection, then the request id), an 8-byte key out of [`KEY_SPACE`], and a value
+//!    bytes per connection, then the request id), an 8-byte key out of `--keys` ([`KEYS_DEFAULT`]), and a value
 //!    filling the rest ([`REQUEST_OVERHEAD`] bytes of framing in the request).
 //! 4. **Measure** over `--duration` seconds after `--warmup` seconds: answers with status 0
 //!    (a `SignedAnswer`) received in the window and their latency from submission; every
@@ -56,9 +56,12 @@ use tokio::sync::{Semaphore, watch};
 
 /// Bytes of every key the load writes (`k` and seven digits).
 pub const KEY_BYTES: usize = 8;
-/// Distinct keys the load writes (so the replicas' kv state stays bounded however long it runs:
-/// at most `KEY_SPACE` values of at most `--payload` bytes).
-pub const KEY_SPACE: u64 = 100_000;
+/// Default of `--keys`: distinct keys the load writes, so the replicas' kv state stays bounded
+/// however long it runs (at most `keys` values of `--payload - REQUEST_OVERHEAD` bytes; the
+/// replicas snapshot that state at every checkpoint).
+pub const KEYS_DEFAULT: u64 = 10_000;
+/// Largest `--keys` (the kv service's own limit, `sintra_services::kv::KEYS_MAX`).
+pub const KEYS_MAX: u64 = sintra_services::kv::KEYS_MAX as u64;
 /// Bytes of a kv put request besides its value: tag, nonce, key length, key, value length.
 pub const REQUEST_OVERHEAD: usize = 1 + NONCE_BYTES + 2 + KEY_BYTES + 4;
 /// Largest `--payload` (one request must fit a replica's default `request_bytes_max`).
@@ -121,6 +124,10 @@ pub struct BenchClusterArgs {
     /// A dealt group to reuse (`sintra keygen --out DIR`); dealt into DIR when it holds none.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Distinct keys written (the size of the replicated state, which every checkpoint
+    /// snapshots).
+    #[arg(long, default_value_t = KEYS_DEFAULT)]
+    keys: u64,
     /// Verify every this many answers (by request id) against the service key.
     #[arg(long, default_value_t = 100)]
     verify_every: u64,
@@ -212,6 +219,8 @@ struct Report {
     request_bytes: usize,
     /// Bytes of its value.
     value_bytes: usize,
+    /// Distinct keys written.
+    keys: u64,
     duration_s: f64,
     warmup_s: f64,
     /// `"release"` or `"debug"`.
@@ -290,7 +299,10 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the load generator's runtime")?;
-    let gateways: Vec<SocketAddr> = ports.iter().map(|port| loopback(port + PORT_STRIDE)).collect();
+    let gateways: Vec<SocketAddr> = ports
+        .iter()
+        .map(|port| loopback(port + PORT_STRIDE))
+        .collect();
     let streams: Vec<SocketAddr> = ports
         .iter()
         .map(|port| loopback(port + 2 * PORT_STRIDE))
@@ -321,11 +333,15 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let cpu_cores: f64 = node_cpu.iter().sum();
     let ordered = outcome.ordered;
-    let mean_delta = |before: &[Option<(u64, u64)>], after: &[Option<(u64, u64)>], pick: fn(&(u64, u64)) -> u64| {
+    let mean_delta = |before: &[Option<(u64, u64)>],
+                      after: &[Option<(u64, u64)>],
+                      pick: fn(&(u64, u64)) -> u64| {
         let deltas: Vec<f64> = before
             .iter()
             .zip(after)
-            .filter_map(|(b, a)| Some((pick(a.as_ref()?) as f64 - pick(b.as_ref()?) as f64) / window))
+            .filter_map(|(b, a)| {
+                Some((pick(a.as_ref()?) as f64 - pick(b.as_ref()?) as f64) / window)
+            })
             .collect();
         if deltas.is_empty() {
             0.0
@@ -348,6 +364,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         request_bytes: args.payload,
         value_bytes: args.payload - REQUEST_OVERHEAD,
+        keys: args.keys,
         duration_s: args.duration,
         warmup_s: args.warmup,
         build: if cfg!(debug_assertions) {
@@ -415,13 +432,18 @@ fn check(args: &BenchClusterArgs) -> anyhow::Result<Load> {
         );
     }
     if !(REQUEST_OVERHEAD..=PAYLOAD_MAX).contains(&args.payload) {
-        bail!("--payload must be {REQUEST_OVERHEAD} to {PAYLOAD_MAX} bytes (a kv put of an {KEY_BYTES}-byte key)");
+        bail!(
+            "--payload must be {REQUEST_OVERHEAD} to {PAYLOAD_MAX} bytes (a kv put of an {KEY_BYTES}-byte key)"
+        );
     }
     if !(args.duration.is_finite() && args.duration >= 0.5 && args.duration <= 3600.0) {
         bail!("--duration must be 0.5 to 3600 seconds");
     }
     if !(args.warmup.is_finite() && args.warmup >= 0.0 && args.warmup <= 600.0) {
         bail!("--warmup must be 0 to 600 seconds");
+    }
+    if args.keys == 0 || args.keys > KEYS_MAX {
+        bail!("--keys must be 1 to {KEYS_MAX}");
     }
     if args.verify_every == 0 {
         bail!("--verify-every must be at least 1");
@@ -432,7 +454,9 @@ fn check(args: &BenchClusterArgs) -> anyhow::Result<Load> {
     match args.rate {
         None => {
             if args.window == 0 || args.window > STREAM_IN_FLIGHT_MAX {
-                bail!("--window must be 1 to {STREAM_IN_FLIGHT_MAX} (a replica's per-connection limit)");
+                bail!(
+                    "--window must be 1 to {STREAM_IN_FLIGHT_MAX} (a replica's per-connection limit)"
+                );
             }
             Ok(Load::Closed {
                 window: args.window,
@@ -606,13 +630,18 @@ impl Cluster {
     fn crashed(&mut self) -> Vec<ServerId> {
         self.children
             .iter_mut()
-            .filter_map(|(id, child)| matches!(child.try_wait(), Ok(Some(_)) | Err(_)).then_some(*id))
+            .filter_map(|(id, child)| {
+                matches!(child.try_wait(), Ok(Some(_)) | Err(_)).then_some(*id)
+            })
             .collect()
     }
 
     /// The last lines of replica `id`'s log.
     fn log_tail(&self, id: ServerId) -> String {
-        let path = self.run_dir.join(format!("server-{}", id.get())).join("node.log");
+        let path = self
+            .run_dir
+            .join(format!("server-{}", id.get()))
+            .join("node.log");
         let text = fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
@@ -723,7 +752,10 @@ async fn health(gateway: SocketAddr) -> Option<serde_json::Value> {
         }
         serde_json::from_slice(&response[start..]).ok()
     };
-    tokio::time::timeout(HEALTH_TIMEOUT, fetch).await.ok().flatten()
+    tokio::time::timeout(HEALTH_TIMEOUT, fetch)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `(height, round)` of every replica (`None` where `/health` failed).
@@ -805,12 +837,12 @@ impl Window {
 }
 
 /// Builds the request with id `id` of the connection whose nonce prefix is `prefix`.
-fn request(prefix: &[u8; 8], id: u64, value: &[u8], out: &mut Vec<u8>) {
+fn request(prefix: &[u8; 8], id: u64, keys: u64, value: &[u8], out: &mut Vec<u8>) {
     out.push(1);
     out.extend_from_slice(prefix);
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&(KEY_BYTES as u16).to_be_bytes());
-    let key = format!("k{:07}", (u64::from_be_bytes(*prefix) ^ id) % KEY_SPACE);
+    let key = format!("k{:07}", (u64::from_be_bytes(*prefix) ^ id) % keys);
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(&(value.len() as u32).to_be_bytes());
     out.extend_from_slice(value);
@@ -846,6 +878,13 @@ async fn drive(
         })
         .collect();
     let value = Arc::new(value(args.payload));
+    let plan = Plan {
+        load,
+        keys: args.keys,
+        verify_every: args.verify_every,
+        begin,
+        window,
+    };
     let mut connections = Vec::with_capacity(args.clients);
     for (index, prefix) in prefixes.iter().enumerate() {
         let addr = streams[index % streams.len()];
@@ -854,10 +893,7 @@ async fn drive(
             addr,
             *prefix,
             value.clone(),
-            load,
-            args.verify_every,
-            begin,
-            window,
+            plan,
             stop_rx.clone(),
         )));
     }
@@ -899,6 +935,17 @@ async fn drive(
     Ok(outcome)
 }
 
+/// What every connection is told.
+#[derive(Clone, Copy)]
+struct Plan {
+    load: Load,
+    keys: u64,
+    verify_every: u64,
+    /// When the load starts (the open loop's schedule counts from here).
+    begin: Instant,
+    window: Window,
+}
+
 /// One connection's counts.
 #[derive(Default)]
 struct Stats {
@@ -917,18 +964,20 @@ struct Shared {
 }
 
 /// One streaming connection: a writer task submitting, this task reading answers.
-#[allow(clippy::too_many_arguments)]
 async fn connection(
     index: usize,
     addr: SocketAddr,
     prefix: [u8; 8],
     value: Arc<Vec<u8>>,
-    load: Load,
-    verify_every: u64,
-    begin: Instant,
-    window: Window,
+    plan: Plan,
     stop: watch::Receiver<bool>,
 ) -> Stats {
+    let Plan {
+        load,
+        verify_every,
+        window,
+        ..
+    } = plan;
     let mut stats = Stats::default();
     let stream = match TcpStream::connect(addr).await {
         Ok(stream) => stream,
@@ -952,8 +1001,7 @@ async fn connection(
         writer,
         prefix,
         value,
-        load,
-        begin,
+        plan,
         shared.clone(),
         permits.clone(),
         stop.clone(),
@@ -966,7 +1014,9 @@ async fn connection(
             reader.read_exact(&mut header).await?;
             let len = u32::from_be_bytes(header) as usize;
             if !(9..=ANSWER_FRAME_BYTES_MAX).contains(&len) {
-                return Err(std::io::Error::other(format!("answer frame of {len} bytes")));
+                return Err(std::io::Error::other(format!(
+                    "answer frame of {len} bytes"
+                )));
             }
             frame.resize(len, 0);
             reader.read_exact(&mut frame).await?;
@@ -1008,7 +1058,9 @@ async fn connection(
                 stats.ordered += 1;
                 if stats.latencies_us.len() < LATENCIES_MAX {
                     let micros = now.saturating_duration_since(submitted).as_micros();
-                    stats.latencies_us.push(u32::try_from(micros).unwrap_or(u32::MAX));
+                    stats
+                        .latencies_us
+                        .push(u32::try_from(micros).unwrap_or(u32::MAX));
                 }
             } else {
                 stats.errors.count_status(status);
@@ -1048,17 +1100,18 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 
 /// Submits requests until `stop`: in the closed loop whenever a permit (a free window slot) is
 /// available, in the open loop as the schedule falls due.
-#[allow(clippy::too_many_arguments)]
 async fn write_requests(
     writer: tokio::net::tcp::OwnedWriteHalf,
     prefix: [u8; 8],
     value: Arc<Vec<u8>>,
-    load: Load,
-    begin: Instant,
+    plan: Plan,
     shared: Arc<Mutex<Shared>>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let Plan {
+        load, keys, begin, ..
+    } = plan;
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
     let mut next_id: u64 = 0;
     let mut buffer = Vec::with_capacity(4 + 8 + value.len() + REQUEST_OVERHEAD);
@@ -1092,8 +1145,9 @@ async fn write_requests(
                     _ = tick.tick() => {}
                     _ = stop.changed() => return Ok(()),
                 }
+                // Request `k` is due at `k / per_connection`: those with `k <= elapsed * rate`.
                 let elapsed = begin.elapsed().as_secs_f64();
-                let target = (elapsed * per_connection) as u64;
+                let target = (elapsed * per_connection) as u64 + 1;
                 (next_id..target.max(next_id))
                     .map(|k| begin + Duration::from_secs_f64(k as f64 / per_connection))
                     .collect()
@@ -1112,7 +1166,7 @@ async fn write_requests(
             buffer.clear();
             buffer.extend_from_slice(&[0; 4]);
             buffer.extend_from_slice(&id.to_be_bytes());
-            request(&prefix, id, &value, &mut buffer);
+            request(&prefix, id, keys, &value, &mut buffer);
             let len = (buffer.len() - 4) as u32;
             buffer[..4].copy_from_slice(&len.to_be_bytes());
             lock(&shared).sent.insert(id, at);
@@ -1140,6 +1194,7 @@ fn verify_samples(
         request(
             &outcome.prefixes[sample.connection],
             sample.id,
+            args.keys,
             &value,
             &mut request_bytes,
         );
@@ -1178,7 +1233,7 @@ fn table(report: &Report) -> String {
     let _ = writeln!(
         out,
         "sintra bench cluster: {} replicas (t = {}), {} build, {} s measured after {} s warm-up; \
-         kv put of {} B ({} B value); {} of {} sampled answers verified",
+         kv put of {} B ({} B value, {} keys); {} of {} sampled answers verified",
         report.servers,
         report.faults,
         report.build,
@@ -1186,6 +1241,7 @@ fn table(report: &Report) -> String {
         report.warmup_s,
         report.request_bytes,
         report.value_bytes,
+        report.keys,
         report.verified,
         report.sampled
     );
@@ -1198,7 +1254,10 @@ fn table(report: &Report) -> String {
         out,
         "| servers | clients | load | ordered req/s | delivered req/s | rounds/s | p50 ms | p90 ms | p99 ms | max ms | node CPU cores | CPU µs/req | client CPU cores | errors |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     let _ = writeln!(
         out,
         "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {} |",
@@ -1234,7 +1293,7 @@ mod tests {
     fn a_request_is_exactly_the_payload_and_decodes_as_a_put() {
         let value = value(250);
         let mut bytes = Vec::new();
-        request(&[7; 8], 42, &value, &mut bytes);
+        request(&[7; 8], 42, 10, &value, &mut bytes);
         assert_eq!(bytes.len(), 250);
         match sintra_services::kv::KvRequest::decode(&bytes).unwrap() {
             sintra_services::kv::KvRequest::Put { nonce, key, value } => {
