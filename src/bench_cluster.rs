@@ -82,6 +82,10 @@ pub const OVERLOAD_BACKOFF: Duration = Duration::from_millis(2);
 const READY_WAIT_MAX: Duration = Duration::from_secs(60);
 /// How long, after the window, outstanding answers are still awaited (not counted).
 const DRAIN_MAX: Duration = Duration::from_secs(3);
+/// How often the replicas' heights are polled (to time deliveries).
+const HEIGHT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Most height polls kept per replica (an hour at [`HEIGHT_POLL_INTERVAL`]).
+const HEIGHT_POLLS_MAX: usize = 180_000;
 /// How long a replica has to stop after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// One `/health` request.
@@ -235,6 +239,12 @@ struct Report {
     rounds_per_s: f64,
     /// From submission to signed answer, over the window's answers.
     latency_ms: Latency,
+    /// Sampled answers of the window whose delivery time is known.
+    delivery_samples: u64,
+    /// From submission to delivery (the replica's `/health` height passing the request's
+    /// position: ordered, executed and stored, not yet signed), over those samples; polled every
+    /// [`HEIGHT_POLL_INTERVAL`], so late by up to that plus one `/health` round trip.
+    delivery_latency_ms: Latency,
     /// Sampled answers (every `verify_every`-th id of the whole run, up to [`SAMPLES_MAX`]).
     sampled: u64,
     /// Of those, how many verified against the service key.
@@ -323,7 +333,12 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         .map(|(id, _)| id.get())
         .collect();
 
-    let (sampled, verified, service_errors) = verify_samples(&group.keys.service, &outcome, args);
+    let SampleCheck {
+        sampled,
+        verified,
+        service_errors,
+        delivery_us,
+    } = check_samples(&group.keys.service, &outcome, args);
     let window = args.duration;
     let node_cpu: Vec<f64> = outcome
         .cpu_before
@@ -377,6 +392,8 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         delivered_per_s: mean_delta(&outcome.health_before, &outcome.health_after, |h| h.0),
         rounds_per_s: mean_delta(&outcome.health_before, &outcome.health_after, |h| h.1),
         latency_ms: percentiles(outcome.latencies_us),
+        delivery_samples: delivery_us.len() as u64,
+        delivery_latency_ms: percentiles(delivery_us),
         sampled,
         verified,
         service_errors,
@@ -804,6 +821,8 @@ fn clock_ticks_per_second() -> f64 {
 struct Sample {
     connection: usize,
     id: u64,
+    submitted: Instant,
+    answered: Instant,
     json: Vec<u8>,
 }
 
@@ -821,6 +840,9 @@ struct Outcome {
     client_cpu_after: f64,
     health_before: Vec<Option<(u64, u64)>>,
     health_after: Vec<Option<(u64, u64)>>,
+    /// `(when, height)` of every replica, polled through the run.
+    height_polls: Vec<Vec<(Instant, u64)>>,
+    window: Window,
 }
 
 /// The measurement window, fixed before the load starts.
@@ -885,6 +907,7 @@ async fn drive(
         begin,
         window,
     };
+    let poller = tokio::spawn(poll_heights(gateways.to_vec(), stop_rx.clone()));
     let mut connections = Vec::with_capacity(args.clients);
     for (index, prefix) in prefixes.iter().enumerate() {
         let addr = streams[index % streams.len()];
@@ -907,6 +930,7 @@ async fn drive(
     let client_cpu_after = cpu_seconds(std::process::id());
     let health_after = heights(gateways).await;
     let _ = stop_tx.send(true);
+    let height_polls = poller.await.context("the height poller panicked")?;
 
     let mut outcome = Outcome {
         ordered: 0,
@@ -920,6 +944,8 @@ async fn drive(
         client_cpu_after,
         health_before,
         health_after,
+        height_polls,
+        window,
     };
     for handle in connections {
         let stats = handle.await.context("a load connection panicked")?;
@@ -1070,6 +1096,8 @@ async fn connection(
             stats.samples.push(Sample {
                 connection: index,
                 id,
+                submitted,
+                answered: now,
                 json: frame[9..].to_vec(),
             });
         }
@@ -1177,19 +1205,35 @@ async fn write_requests(
 }
 
 /// Verifies the sampled answers: `(sampled, verified, verified ones carrying a service error)`.
-fn verify_samples(
+fn check_samples(
     service: &rsa::PublicKey,
     outcome: &Outcome,
     args: &BenchClusterArgs,
-) -> (u64, u64, u64) {
+) -> SampleCheck {
     let value = value(args.payload);
-    let mut verified = 0;
-    let mut service_errors = 0;
+    let mut check = SampleCheck {
+        sampled: outcome.samples.len() as u64,
+        verified: 0,
+        service_errors: 0,
+        delivery_us: Vec::new(),
+    };
     let mut request_bytes = Vec::new();
     for sample in &outcome.samples {
         let Ok(answer) = serde_json::from_slice::<SignedAnswer>(&sample.json) else {
             continue;
         };
+        // Delivered (executed) at the connection's replica when its height first passed the
+        // answer's position.
+        let polls = &outcome.height_polls[sample.connection % outcome.height_polls.len()];
+        let index = polls.partition_point(|(_, height)| *height <= answer.position);
+        if outcome.window.contains(sample.answered)
+            && let Some((at, _)) = polls.get(index)
+        {
+            let micros = at.saturating_duration_since(sample.submitted).as_micros();
+            check
+                .delivery_us
+                .push(u32::try_from(micros).unwrap_or(u32::MAX));
+        }
         request_bytes.clear();
         request(
             &outcome.prefixes[sample.connection],
@@ -1199,13 +1243,49 @@ fn verify_samples(
             &mut request_bytes,
         );
         if answer.verify(service, &request_bytes).is_ok() {
-            verified += 1;
+            check.verified += 1;
             if !matches!(KvAnswer::decode(&answer.answer), Ok(KvAnswer::Ok { .. })) {
-                service_errors += 1;
+                check.service_errors += 1;
             }
         }
     }
-    (outcome.samples.len() as u64, verified, service_errors)
+    check
+}
+
+/// What the sampled answers showed.
+struct SampleCheck {
+    sampled: u64,
+    verified: u64,
+    service_errors: u64,
+    /// Submission to delivery of the sampled answers received in the window, µs.
+    delivery_us: Vec<u32>,
+}
+
+/// Polls every replica's `/health` height every [`HEIGHT_POLL_INTERVAL`] until `stop`:
+/// `(when, height)` per replica, at most [`HEIGHT_POLLS_MAX`] each.
+async fn poll_heights(
+    gateways: Vec<SocketAddr>,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<Vec<(Instant, u64)>> {
+    let mut polls = vec![Vec::new(); gateways.len()];
+    let mut tick = tokio::time::interval(HEIGHT_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return polls,
+        }
+        for (gateway, polls) in gateways.iter().zip(&mut polls) {
+            let height = health(*gateway)
+                .await
+                .and_then(|json| json.get("height")?.as_u64());
+            if let Some(height) = height
+                && polls.len() < HEIGHT_POLLS_MAX
+            {
+                polls.push((Instant::now(), height));
+            }
+        }
+    }
 }
 
 fn percentiles(mut latencies_us: Vec<u32>) -> Latency {
@@ -1252,15 +1332,15 @@ fn table(report: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "| servers | clients | load | ordered req/s | delivered req/s | rounds/s | p50 ms | p90 ms | p99 ms | max ms | node CPU cores | CPU µs/req | client CPU cores | errors |"
+        "| servers | clients | load | ordered req/s | delivered req/s | rounds/s | p50 ms | p90 ms | p99 ms | max ms | to delivery p50 / p99 ms | node CPU cores | CPU µs/req | client CPU cores | errors |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {} |",
+        "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {:.2} | {:.1} | {:.2} | {} |",
         report.servers,
         report.clients,
         load,
@@ -1271,6 +1351,8 @@ fn table(report: &Report) -> String {
         report.latency_ms.p90,
         report.latency_ms.p99,
         report.latency_ms.max,
+        report.delivery_latency_ms.p50,
+        report.delivery_latency_ms.p99,
         report.cpu_cores,
         report.cpu_us_per_request,
         report.client_cpu_cores,
