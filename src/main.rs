@@ -2,6 +2,7 @@
 //! client, the simulator and its benchmark.
 #![forbid(unsafe_code)]
 
+mod bench_cluster;
 mod client_cli;
 mod keygen;
 mod up;
@@ -54,6 +55,10 @@ enum Bench {
     /// Atomic broadcast on a simulated group (one thread, FIFO network, no adversary): CPU time
     /// per ordered request, messages and bytes per request. Build with --release.
     Sim(sintra_sim::bench::BenchSimArgs),
+    /// A real loopback cluster: deals a group, starts `--servers` replicas, drives kv puts over
+    /// their streaming ports; ordered requests/s, latency to signed answer, CPU per request.
+    /// Build with --release.
+    Cluster(bench_cluster::BenchClusterArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -80,6 +85,9 @@ fn main() -> anyhow::Result<ExitCode> {
             print!("{}", sintra_sim::bench::run(&args)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchArgs {
+            which: Bench::Cluster(args),
+        }) => bench_cluster::run(&args),
     }
 }
 
