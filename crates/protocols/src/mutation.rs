@@ -1,7 +1,7 @@
 //! Deliberate bugs for the simulator's self-check ("does some checker notice when the protocol is
 //! wrong?"). A protocol inserts, at the one place a bug would live,
 //!
-//! ```ignore
+//! ```text
 //! if mutation::active(Mutation::RbcDeliverAfter2tReadies) { /* the wrong threshold */ }
 //! ```
 //!
