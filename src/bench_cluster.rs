@@ -9,24 +9,26 @@
 //!    naming the dealt `keys.toml` and a fresh, empty store. Starts `--servers` `sintra node`
 //!    child processes (this very binary), each logging to `server-<i>/node.log`, and waits until
 //!    every gateway answers `/health` with all its peers connected. A guard stops every child on
-//!    every way out of this function (SIGTERM, [`STOP_GRACE`], then SIGKILL).
+//!    every way out of this function (SIGTERM, [`STOP_GRACE`], then SIGKILL), also when this
+//!    process gets SIGINT or SIGTERM during the run.
 //! 3. **Load.** `--clients` persistent connections to the replicas' streaming ports (client `c`
 //!    to server `c mod n + 1`), all driven from one thread of this process. Closed loop by
 //!    default: each connection keeps `--window` requests in flight. With `--rate R`, open loop:
 //!    `R` requests per second in total, evenly spread over the connections, each request's
 //!    latency counted from the moment it was due (so a stalled cluster cannot hide its queueing).
 //!    Every request is a kv `put` of exactly `--payload` bytes: tag 1, a 16-byte nonce (8 random
-//!    bytes per connection, then the request id), an 8-byte key out of `--keys` ([`KEYS_DEFAULT`]), and a value
-//!    filling the rest ([`REQUEST_OVERHEAD`] bytes of framing in the request).
+//!    bytes per connection, then the request id), an 8-byte key out of `--keys`
+//!    ([`KEYS_DEFAULT`]), and a value filling the rest ([`REQUEST_OVERHEAD`] bytes besides it).
 //! 4. **Measure** over `--duration` seconds after `--warmup` seconds: answers with status 0
 //!    (a `SignedAnswer`) received in the window and their latency from submission; every
 //!    `--verify-every`-th answer of the whole run is kept and, after the run, checked with
 //!    [`SignedAnswer::verify`] against the group's service key and the request rebuilt from its
 //!    id; refusals by status (`1` overloaded: the connection also backs off for
 //!    [`OVERLOAD_BACKOFF`]); the CPU time (user + system) of every replica process from
-//!    `/proc/<pid>/stat` at both ends of the window; and the replicas' `/health` height and round
-//!    at both ends, so the rate at which requests are *delivered* (ordered by atomic broadcast,
-//!    before execution and signing) is shown beside the rate of signed answers.
+//!    `/proc/<pid>/stat` at both ends of the window; the replicas' `/health` height and round at
+//!    both ends, so the rate at which requests are *delivered* (ordered, executed and stored,
+//!    before signing) is shown beside the rate of signed answers; and, from heights polled every
+//!    [`HEIGHT_POLL_INTERVAL`], each sampled request's latency to delivery.
 //!
 //! The result is one Markdown table row (or, with `--json`, one JSON object). The command exits
 //! non-zero when a replica died before it was stopped, or a sampled answer did not verify.
@@ -317,14 +319,18 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|port| loopback(port + 2 * PORT_STRIDE))
         .collect();
-    runtime.block_on(wait_ready(&mut cluster, &gateways))?;
+    // On SIGINT or SIGTERM the run is abandoned and the guard stops the replicas.
+    runtime.block_on(until_interrupted(wait_ready(&mut cluster, &gateways)))?;
     eprintln!(
         "sintra bench cluster: {} replicas ready; {} s of load ({} s warm-up)",
         args.servers,
         args.duration + args.warmup,
         args.warmup
     );
-    let outcome = runtime.block_on(drive(args, load, &streams, &gateways, &cluster.pids()))?;
+    let pids = cluster.pids();
+    let outcome = runtime.block_on(until_interrupted(drive(
+        args, load, &streams, &gateways, &pids,
+    )))?;
     let crashed = cluster.crashed();
     let statuses = cluster.stop();
     let unclean: Vec<u16> = statuses
@@ -709,6 +715,28 @@ fn terminate(child: &Child) {
     }
     #[cfg(not(unix))]
     let _ = child;
+}
+
+/// Runs `work` unless SIGINT or SIGTERM comes first (then: an error, so the caller's guard stops
+/// the replicas rather than leaving them running without their parent).
+async fn until_interrupted<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("catching SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("catching SIGTERM")?;
+        tokio::select! {
+            result = work => result,
+            _ = interrupt.recv() => bail!("interrupted (SIGINT); replicas stopped"),
+            _ = terminate.recv() => bail!("terminated (SIGTERM); replicas stopped"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        work.await
+    }
 }
 
 /// Waits until every replica's gateway answers `/health` with all its peers connected; fails

@@ -87,7 +87,13 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchArgs {
             which: Bench::Cluster(args),
-        }) => bench_cluster::run(&args),
+        }) => match bench_cluster::run(&args) {
+            Ok(code) => Ok(code),
+            Err(error) => {
+                eprintln!("sintra bench cluster: {error:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
     }
 }
 

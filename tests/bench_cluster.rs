@@ -2,9 +2,13 @@
 //! starts four replica processes, gets signed answers over the streaming interface, every sampled
 //! answer verifies against the group's service key, no replica dies before it is stopped, every
 //! replica stops cleanly on SIGTERM, and the JSON report carries the fields the README quotes.
-//! (No timing is asserted: the numbers are the benchmark's, not the test's.)
+//! Also: a benchmark stopped by SIGTERM mid-run stops its replicas before it exits, and impossible
+//! arguments are refused before anything starts. (No timing is asserted: the numbers are the
+//! benchmark's, not the test's.)
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn a_short_bench_run_orders_requests_and_every_sampled_answer_verifies() {
@@ -94,4 +98,104 @@ fn impossible_arguments_are_refused_before_anything_starts() {
             "{args:?}: refused only after dealing: {stderr}"
         );
     }
+}
+
+/// The pids of the processes whose parent is `parent` (from `/proc/<pid>/stat`).
+#[cfg(target_os = "linux")]
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .flatten()
+    {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Field 4 (ppid) follows the parenthesised command name.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_benchmark_stopped_by_sigterm_stops_its_replicas() {
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_sintra"))
+        .args([
+            "bench",
+            "cluster",
+            "--servers",
+            "4",
+            "--duration",
+            "120",
+            "--clients",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the sintra binary runs");
+    let stderr = bench.stderr.take().expect("stderr is piped");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("replicas ready") {
+                let _ = ready_tx.send(());
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        seen
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(90)).is_err() {
+        let _ = bench.kill();
+        let _ = bench.wait();
+        panic!(
+            "the replicas never got ready:\n{}",
+            reader.join().unwrap_or_default()
+        );
+    }
+    let replicas = children_of(bench.id());
+    assert_eq!(
+        replicas.len(),
+        4,
+        "expected 4 replica processes: {replicas:?}"
+    );
+
+    let pid = rustix::process::Pid::from_child(&bench);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM sent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = bench.try_wait().expect("waiting for the bench") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            let _ = bench.wait();
+            panic!("the bench did not exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    assert!(!status.success(), "an interrupted run must not succeed");
+    assert!(
+        stderr.contains("SIGTERM"),
+        "no word of the signal:\n{stderr}"
+    );
+    // The bench reaps its replicas before it exits: none of them is left.
+    let left: Vec<u32> = replicas
+        .into_iter()
+        .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert!(left.is_empty(), "replicas still running: {left:?}");
 }
