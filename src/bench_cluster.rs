@@ -674,7 +674,7 @@ impl Cluster {
     /// returns each replica's exit status (`None`: it had to be killed).
     fn stop(&mut self) -> Vec<(ServerId, Option<ExitStatus>)> {
         for (_, child) in &self.children {
-            terminate(child);
+            crate::up::terminate(child);
         }
         let deadline = Instant::now() + STOP_GRACE;
         let mut statuses = Vec::new();
@@ -704,17 +704,6 @@ impl Drop for Cluster {
             self.stop();
         }
     }
-}
-
-/// Asks a child to stop gracefully (SIGTERM; elsewhere it is killed by [`Cluster::stop`]).
-fn terminate(child: &Child) {
-    #[cfg(unix)]
-    {
-        let pid = rustix::process::Pid::from_child(child);
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    }
-    #[cfg(not(unix))]
-    let _ = child;
 }
 
 /// Runs `work` unless SIGINT or SIGTERM comes first (then: an error, so the caller's guard stops

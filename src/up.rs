@@ -471,8 +471,9 @@ fn spawn_node(exe: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
     Ok(command.spawn()?)
 }
 
-/// Asks a child to stop gracefully (SIGTERM; on other systems, kills it).
-fn terminate(child: &Child) {
+/// Asks a child to stop gracefully (SIGTERM; elsewhere the caller's kill stops it). Also used by
+/// `sintra bench cluster` for its replicas.
+pub(crate) fn terminate(child: &Child) {
     #[cfg(unix)]
     {
         let pid = rustix::process::Pid::from_child(child);
