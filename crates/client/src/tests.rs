@@ -103,6 +103,7 @@ fn honest_answer(request: &[u8]) -> SignedAnswer {
         &ExecutionContext {
             position: 0,
             round: 1,
+            time_ms: 0,
         },
         request,
     );

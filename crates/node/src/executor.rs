@@ -143,9 +143,14 @@ impl Executor {
         let mut log_digest = self.log_digest;
         for (offset, request) in requests.iter().enumerate() {
             let position = first + offset as u64;
-            let answer = self
-                .service
-                .execute(&ExecutionContext { position, round }, request);
+            let answer = self.service.execute(
+                &ExecutionContext {
+                    position,
+                    round,
+                    time_ms: 0,
+                },
+                request,
+            );
             leaves.push(leaf(position, request, &answer));
             log_digest = chain_log_digest(&log_digest, position, round, request);
             answers.push(answer);

@@ -220,6 +220,7 @@ impl Node {
                     &ExecutionContext {
                         position: entry.position,
                         round: entry.round,
+                        time_ms: 0,
                     },
                     &entry.request,
                 );

@@ -21,6 +21,12 @@ pub struct ExecutionContext {
     pub position: u64,
     /// The atomic-broadcast round that delivered it.
     pub round: u64,
+    /// The round's agreed time, milliseconds since the Unix epoch: the median of the times
+    /// the servers proposed with the batches the round delivered (so at most `t` faulty servers
+    /// cannot move it outside the honest servers' clocks), `0` when no batch carried a time.
+    /// It is not monotone by itself: a service that needs time never to go backwards keeps the
+    /// largest time it used in its state and takes the maximum.
+    pub time_ms: u64,
 }
 
 /// Why a service refused to restore a snapshot. Local misuse or a corrupt snapshot; the
@@ -55,4 +61,23 @@ pub trait Service: Send {
 
     /// Replaces the state by a snapshot's. On error the state is unchanged.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
+
+    /// The message the service key must sign (RSASSA-PKCS1-v1_5 with SHA-256, threshold RSA)
+    /// before `answer` can be handed out, or `None` when the answer is complete as it is (the
+    /// Merkle-batch signature of [`answers`] covers every answer in any case). A pure function
+    /// of `answer`: every server derives the same message, so their signature shares combine.
+    /// Used by services whose output stock tools verify: a time-stamp token's signed
+    /// attributes, a certificate's `TBSCertificate`, a CRL, a directory statement.
+    fn signing_message(&self, answer: &[u8]) -> Option<Vec<u8>> {
+        let _ = answer;
+        None
+    }
+
+    /// The answer handed to the client once `signature` (the service key's signature over
+    /// [`Service::signing_message`]`(answer)`, already verified by the caller) exists: e.g. the
+    /// DER time-stamp response or the PEM certificate. A pure function of its arguments.
+    fn complete(&self, answer: &[u8], signature: &[u8]) -> Vec<u8> {
+        let _ = signature;
+        answer.to_vec()
+    }
 }

@@ -46,6 +46,7 @@ fn run(requests: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<u8>) {
             let context = ExecutionContext {
                 position: position as u64,
                 round: position as u64 / 3,
+                time_ms: 0,
             };
             kv.execute(&context, request)
         })
@@ -207,6 +208,7 @@ fn a_bad_request_gets_the_same_error_answer_everywhere() {
     let context = ExecutionContext {
         position: 5,
         round: 2,
+        time_ms: 0,
     };
     let bad = [1u8, 2, 3];
     let answer = one.execute(&context, &bad);
