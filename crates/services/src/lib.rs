@@ -81,3 +81,21 @@ pub trait Service: Send {
         answer.to_vec()
     }
 }
+
+/// How a gateway hands a completed answer to an HTTP client: the services that speak a stock
+/// protocol (RFC 3161, X.509, the directory's JSON) decide their status codes and media types
+/// themselves, so the node's gateway stays one generic route per service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    /// HTTP status code (200, or a 4xx with the reason in `body` when the service refused).
+    pub status: u16,
+    /// The `Content-Type` of `body`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The length of the nonce every service request carries right after its one-byte tag. The
+/// gateway draws it at random: atomic broadcast delivers a given request once (by digest), so
+/// two clients sending the same query must still make two different requests.
+pub const REQUEST_NONCE_BYTES: usize = 16;
