@@ -68,6 +68,9 @@ pub struct Proposal {
 /// A batch of requests: the body of a batch's consistent broadcast. Requests are opaque bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Batch {
+    /// The proposer's clock when it made the batch, milliseconds since the Unix epoch (`0` if
+    /// it has none): the round's agreed time is the median of its batches' times.
+    pub time_ms: u64,
     /// The requests, oldest first.
     pub requests: Vec<Vec<u8>>,
 }
@@ -117,6 +120,9 @@ impl Proposal {
     }
 }
 
+/// A batch's fixed part: its time (8 bytes) and its request count (4 bytes).
+pub(crate) const BATCH_HEADER_BYTES: usize = 12;
+
 impl Batch {
     /// Whether the batch respects the configured limits, checked on an encoded body of
     /// `encoded_len` bytes: at most `requests_max` requests of at most `request_bytes_max` bytes
@@ -138,7 +144,7 @@ impl Batch {
 
     /// The encoded length of a batch holding requests of these lengths.
     pub(crate) fn encoded_len(lengths: impl IntoIterator<Item = usize>) -> usize {
-        4 + lengths.into_iter().map(|len| 4 + len).sum::<usize>()
+        BATCH_HEADER_BYTES + lengths.into_iter().map(|len| 4 + len).sum::<usize>()
     }
 }
 
@@ -223,6 +229,7 @@ impl Decode for Proposal {
 
 impl Encode for Batch {
     fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.time_ms.to_be_bytes());
         out.extend_from_slice(&(self.requests.len() as u32).to_be_bytes());
         for request in &self.requests {
             put_bytes(out, request);
@@ -232,6 +239,7 @@ impl Encode for Batch {
 
 impl Decode for Batch {
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let time_ms = reader.u64()?;
         let count = reader.u32()? as usize;
         if count > BATCH_REQUESTS_LIMIT {
             return Err(DecodeError::TooLong {
@@ -251,6 +259,6 @@ impl Decode for Batch {
         for _ in 0..count {
             requests.push(reader.bytes("request", cbc::BODY_BYTES_MAX)?.to_vec());
         }
-        Ok(Self { requests })
+        Ok(Self { time_ms, requests })
     }
 }

@@ -95,7 +95,7 @@ pub struct AbcConfig {
     /// Encoded bytes per batch (default [`BATCH_BYTES_MAX`]; at most
     /// [`cbc::BODY_BYTES_MAX`]).
     pub batch_bytes_max: usize,
-    /// Bytes per request (default [`REQUEST_BYTES_MAX`]; at most `batch_bytes_max - 8`).
+    /// Bytes per request (default [`REQUEST_BYTES_MAX`]; at most `batch_bytes_max - 16`).
     pub request_bytes_max: usize,
     /// Requests waiting at this server (default [`PENDING_REQUESTS_MAX`]); beyond it
     /// [`Abc::submit`] refuses ([`AbcError::QueueFull`]).
@@ -122,11 +122,13 @@ impl AbcConfig {
     /// [`Abc::new`] uses): a batch fits a consistent broadcast, a request fits a batch, and the
     /// window holds at least the pipelined next round.
     pub fn clamped(self) -> Self {
-        let batch_bytes_max = self.batch_bytes_max.clamp(16, cbc::BODY_BYTES_MAX);
+        let batch_bytes_max = self.batch_bytes_max.clamp(32, cbc::BODY_BYTES_MAX);
         Self {
             batch_requests_max: self.batch_requests_max.clamp(1, BATCH_REQUESTS_LIMIT),
             batch_bytes_max,
-            request_bytes_max: self.request_bytes_max.min(batch_bytes_max - 8),
+            request_bytes_max: self
+                .request_bytes_max
+                .min(batch_bytes_max - message::BATCH_HEADER_BYTES - 4),
             pending_requests_max: self.pending_requests_max.max(1),
             rounds_ahead_max: self.rounds_ahead_max.clamp(1, ROUNDS_AHEAD_LIMIT),
         }
@@ -142,6 +144,9 @@ pub struct Delivered {
     pub round: u64,
     /// The server whose batch carried it.
     pub proposer: ServerId,
+    /// The round's agreed time ([`round_time`] of its decided batches), the same for every
+    /// request of the round and at every server.
+    pub time_ms: u64,
     /// The request.
     pub request: Vec<u8>,
 }
@@ -183,6 +188,19 @@ pub fn request_digest(instance: &InstanceId, request: &[u8]) -> Digest {
         hasher.update(field);
     }
     hasher.finalize().into()
+}
+
+/// A round's agreed time: the lower median of its decided batches' times (`0` for none). A
+/// round decides at least `n - t >= 2t + 1` batches of distinct proposers, at most `t` of them
+/// faulty, so at least `t` values lie on either side of the median: it lies between two honest
+/// servers' clocks, whatever the faulty ones propose.
+pub fn round_time(times: impl IntoIterator<Item = u64>) -> u64 {
+    let mut times: Vec<u64> = times.into_iter().collect();
+    if times.is_empty() {
+        return 0;
+    }
+    times.sort_unstable();
+    times[(times.len() - 1) / 2]
 }
 
 /// The external predicate of round `r`'s agreement ([`Proposal::is_valid`] in `<id>/r<r>`).
@@ -288,6 +306,8 @@ pub struct Abc {
     /// Delivered rounds older than `current - 1`, for [`ROUNDS_RETAINED`] rounds.
     retired: BTreeMap<u64, Retired>,
     pending: Pending,
+    /// The time this server puts in its next batch ([`Abc::set_time`]).
+    time_ms: u64,
     delivered: DeliveredDigests,
     /// The highest round within the window that a peer sent anything for: a reason to join.
     peer_round_max: Option<u64>,
@@ -313,6 +333,7 @@ impl Abc {
             rounds: BTreeMap::new(),
             retired: BTreeMap::new(),
             pending: Pending::default(),
+            time_ms: 0,
             delivered: DeliveredDigests::default(),
             peer_round_max: None,
             dropped_through: None,
@@ -439,7 +460,15 @@ impl Abc {
         step
     }
 
-    /// The round delivered next (rounds count from 0).
+    /// Sets the time, milliseconds since the Unix epoch, this server proposes with the batches
+    /// it broadcasts from now on. The state machine reads no clock: the caller passes its own
+    /// (a replica its system clock, the simulator its simulated time). Faulty clocks are
+    /// outvoted by [`round_time`].
+    pub fn set_time(&mut self, time_ms: u64) {
+        self.time_ms = time_ms;
+    }
+
+    /// The round being delivered next.
     pub fn round(&self) -> u64 {
         self.current
     }
@@ -808,7 +837,12 @@ impl Abc {
         {
             return false;
         }
-        let batch = pending.batch(class, config.batch_requests_max, config.batch_bytes_max);
+        let batch = pending.batch(
+            class,
+            config.batch_requests_max,
+            config.batch_bytes_max,
+            self.time_ms,
+        );
         let Some(state) = self.round_entry(round) else {
             return false;
         };
@@ -899,12 +933,14 @@ impl Abc {
                 None => return false,
             }
         }
-        for (proposer, body) in bodies {
-            // Honest servers echo only decodable batches, so a certified batch decodes; were it
-            // not, every honest server would skip it alike.
-            let Ok(batch) = Batch::from_bytes(body) else {
-                continue;
-            };
+        // Honest servers echo only decodable batches, so a certified batch decodes; were it
+        // not, every honest server would skip it alike.
+        let batches: Vec<(ServerId, Batch)> = bodies
+            .into_iter()
+            .filter_map(|(proposer, body)| Some((proposer, Batch::from_bytes(body).ok()?)))
+            .collect();
+        let time_ms = round_time(batches.iter().map(|(_, batch)| batch.time_ms));
+        for (proposer, batch) in batches {
             for request in batch.requests {
                 let digest = request_digest(&self.instance, &request);
                 if self.delivered.contains(&digest) {
@@ -916,6 +952,7 @@ impl Abc {
                     position: self.positions,
                     round,
                     proposer,
+                    time_ms,
                     request,
                 });
                 self.positions += 1;

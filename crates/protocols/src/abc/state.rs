@@ -62,7 +62,13 @@ impl Pending {
     /// The oldest requests of `class` that fit one batch (stopping at the first that does not,
     /// so a request is never overtaken by younger ones of its class). They stay pending until
     /// delivered, through this batch or any other.
-    pub(crate) fn batch(&self, class: usize, requests_max: usize, bytes_max: usize) -> Batch {
+    pub(crate) fn batch(
+        &self,
+        class: usize,
+        requests_max: usize,
+        bytes_max: usize,
+        time_ms: u64,
+    ) -> Batch {
         let mut requests = Vec::new();
         let mut encoded_len = Batch::encoded_len([]);
         for (_, request) in self.queues[class].values() {
@@ -72,7 +78,7 @@ impl Pending {
             encoded_len += 4 + request.len();
             requests.push(request.clone());
         }
-        Batch { requests }
+        Batch { time_ms, requests }
     }
 }
 

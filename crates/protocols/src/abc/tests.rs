@@ -705,7 +705,7 @@ fn configuration_is_clamped_to_what_the_children_carry() {
     .clamped();
     assert_eq!(config.batch_requests_max, 1);
     assert_eq!(config.batch_bytes_max, cbc::BODY_BYTES_MAX);
-    assert_eq!(config.request_bytes_max, cbc::BODY_BYTES_MAX - 8);
+    assert_eq!(config.request_bytes_max, cbc::BODY_BYTES_MAX - 16);
     assert_eq!(config.pending_requests_max, 1);
     assert_eq!(config.rounds_ahead_max, 1);
     assert_eq!(AbcConfig::default().clamped(), AbcConfig::default());
@@ -733,9 +733,11 @@ fn malformed_or_oversized_batches_are_blamed_and_not_echoed() {
     let party = &mut parties[1];
     let mut abc = Abc::new(instance(), small_config());
     let too_many = Batch {
+        time_ms: 0,
         requests: vec![vec![1]; 9],
     };
     let too_large = Batch {
+        time_ms: 0,
         requests: vec![vec![1; 257]],
     };
     for body in [vec![0, 0, 0, 9], too_many.to_bytes(), too_large.to_bytes()] {
@@ -749,6 +751,7 @@ fn malformed_or_oversized_batches_are_blamed_and_not_echoed() {
     }
     // A valid batch is echoed (to its sender), and its arrival makes this server join round 0.
     let good = Batch {
+        time_ms: 0,
         requests: vec![request(1)],
     };
     let send = envelope(
@@ -975,13 +978,13 @@ fn batches_take_the_oldest_requests_of_their_class_within_the_limits() {
         pending.push(digest, request(i));
     }
     for (class, requests) in by_class.iter().enumerate() {
-        let batch = pending.batch(class, 5, 4096);
+        let batch = pending.batch(class, 5, 4096, 0);
         assert_eq!(batch.requests, requests[..5]);
-        let batch = pending.batch(class, 100, Batch::encoded_len([12, 12]));
+        let batch = pending.batch(class, 100, Batch::encoded_len([12, 12]), 0);
         assert_eq!(batch.requests, requests[..2], "bytes bound the batch");
     }
     pending.remove(&request_digest(&id, &by_class[0][0]));
-    assert_eq!(pending.batch(0, 1, 4096).requests, by_class[0][1..2]);
+    assert_eq!(pending.batch(0, 1, 4096, 0).requests, by_class[0][1..2]);
 }
 
 fn samples() -> Vec<Message> {
@@ -1025,6 +1028,7 @@ fn encodings_roundtrip() {
         }
     }
     let batch = Batch {
+        time_ms: 0,
         requests: vec![vec![], vec![1, 2, 3], request(5)],
     };
     let bytes = batch.to_bytes();
@@ -1114,5 +1118,46 @@ fn many_seeds() {
         assert_total_order(&net, &expected);
         assert!(net.faults.is_empty(), "seed {seed}: {:?}", net.faults);
         println!("seed {seed} ok");
+    }
+}
+
+#[test]
+fn the_round_time_is_a_median_that_t_faulty_clocks_cannot_move_outside_the_honest_ones() {
+    assert_eq!(round_time([]), 0);
+    assert_eq!(round_time([7]), 7);
+    // n = 4, t = 1: three or four batches; one liar at either extreme stays outvoted.
+    for liar in [0, u64::MAX] {
+        for honest in [[100u64, 200, 300], [250, 250, 250]] {
+            let time = round_time(honest.iter().copied().chain([liar]));
+            assert!((honest[0]..=honest[2]).contains(&time), "{time}");
+            let without = round_time(honest[..2].iter().copied().chain([liar]));
+            assert!((honest[0]..=honest[1]).contains(&without), "{without}");
+        }
+    }
+}
+
+#[test]
+fn every_server_delivers_a_round_with_the_same_time_within_the_proposed_ones() {
+    let mut net = network(4, 11, &[], small_config());
+    for (slot, node) in net.nodes.iter_mut().enumerate() {
+        node.set_time(1_000 * (slot as u64 + 1));
+    }
+    for i in 0..12 {
+        let request = request(i);
+        net.call(id(1 + (i as u16 % 4)), |abc, party| {
+            abc.submit(party, request).unwrap()
+        });
+    }
+    net.run();
+    let mut times: Option<Vec<(u64, u64)>> = None;
+    for server in ServerId::all(4) {
+        let delivered = &net.outputs[&server];
+        assert_eq!(delivered.len(), 12);
+        let mine: Vec<(u64, u64)> = delivered.iter().map(|d| (d.round, d.time_ms)).collect();
+        assert!(mine.iter().all(|(_, time)| (1_000..=4_000).contains(time)));
+        match &times {
+            None => times = Some(mine),
+            Some(first) => assert_eq!(first, &mine, "server {server} disagrees on a round time"),
+        }
     }
 }

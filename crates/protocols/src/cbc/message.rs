@@ -25,11 +25,13 @@ pub enum Message {
         /// The share, under the broadcast key set.
         share: SignatureShare,
     },
-    /// The sender's body with the combined signature: the delivery and its proof.
+    /// The combined signature on the body's digest: the proof of delivery. It names the body
+    /// by digest only — every receiver got (or will get) the body in the sender's SEND, so the
+    /// batch crosses the network, is decoded and hashed once, not twice.
     Final {
-        /// The body (at most [`BODY_BYTES_MAX`] bytes).
-        body: Vec<u8>,
-        /// The threshold signature on the body's digest.
+        /// The body's digest ([`super::body_digest`]).
+        digest: Digest,
+        /// The threshold signature on the digest.
         signature: Signature,
     },
     /// "Send me the body with this digest": from a server that holds a proof but no body.
@@ -74,9 +76,9 @@ impl Encode for Message {
                 out.push(TAG_ECHO);
                 share.encode_to(out);
             }
-            Message::Final { body, signature } => {
+            Message::Final { digest, signature } => {
                 out.push(TAG_FINAL);
-                put_bytes(out, body);
+                out.extend_from_slice(digest);
                 signature.encode_to(out);
             }
             Message::Request { digest } => {
@@ -101,7 +103,7 @@ impl Decode for Message {
                 share: SignatureShare::decode_from(reader)?,
             },
             TAG_FINAL => Message::Final {
-                body: reader.bytes("cbc body", BODY_BYTES_MAX)?.to_vec(),
+                digest: reader.array()?,
                 signature: Signature::decode_from(reader)?,
             },
             TAG_REQUEST => Message::Request {

@@ -144,6 +144,9 @@ pub struct Cbc {
     /// The proof this server fetches the body for (kept: it tells late answers from
     /// unsolicited ones).
     fetching: Option<CbcProof>,
+    /// A verified FINAL whose body has not arrived yet (the sender's SEND was overtaken):
+    /// delivered when a SEND with that digest arrives, or fetched if the parent asks.
+    final_awaiting_body: Option<CbcProof>,
     /// Peers that answered this server's REQUEST.
     answered_by: BTreeSet<ServerId>,
     /// Per peer, the digest it requested and whether it was answered.
@@ -164,6 +167,7 @@ impl Cbc {
             invalid_shares: BTreeSet::new(),
             final_sent: false,
             fetching: None,
+            final_awaiting_body: None,
             answered_by: BTreeSet::new(),
             requests: BTreeMap::new(),
             delivery: None,
@@ -228,8 +232,8 @@ impl Cbc {
         match body {
             Message::Send { body } => self.on_send(party, from, body, &mut step),
             Message::Echo { share } => self.on_echo(party, from, share, &mut step),
-            Message::Final { body, signature } => {
-                self.on_final(party, from, body, signature, &mut step)
+            Message::Final { digest, signature } => {
+                self.on_final(party, from, *digest, signature, &mut step)
             }
             Message::Request { digest } => self.on_request(from, *digest, &mut step),
             Message::Body { body } => self.on_body(from, body, &mut step),
@@ -264,6 +268,7 @@ impl Cbc {
         for server in ServerId::all(party.servers()).filter(|server| *server != party.id) {
             step.send(server, request.clone());
         }
+        self.final_awaiting_body = None;
         self.fetching = Some(proof);
         step
     }
@@ -329,6 +334,13 @@ impl Cbc {
             // A signature exists already; an echo would be useless.
             return;
         }
+        if let Some(proof) = self
+            .final_awaiting_body
+            .take_if(|proof| proof.digest == digest)
+        {
+            // The FINAL overtook the SEND: the signature exists, deliver without echoing.
+            return self.deliver(body.to_vec(), proof, step);
+        }
         let share = party
             .keys
             .broadcast
@@ -376,7 +388,7 @@ impl Cbc {
         if self.final_sent {
             return;
         }
-        let Some((digest, body)) = &self.proposal else {
+        let Some((digest, _)) = &self.proposal else {
             return;
         };
         let shares: Vec<SignatureShare> = self
@@ -399,7 +411,7 @@ impl Cbc {
         let context = signing_context(&self.instance);
         let faulty = match keys.combine(&context, digest, &shares) {
             Ok(Combined { value, faulty }) => {
-                let (digest, body) = (*digest, body.clone());
+                let digest = *digest;
                 let proof = CbcProof {
                     instance: self.instance.clone(),
                     digest,
@@ -411,7 +423,7 @@ impl Cbc {
                 self.final_sent = true;
                 self.echoes.clear();
                 step.broadcast(self.envelope(Message::Final {
-                    body,
+                    digest,
                     signature: value,
                 }));
                 faulty
@@ -430,22 +442,22 @@ impl Cbc {
         &mut self,
         party: &mut Party,
         from: ServerId,
-        body: &[u8],
+        digest: Digest,
         signature: &Signature,
         step: &mut Step<CbcDelivery>,
     ) {
         if from != self.sender {
             return self.fault(step, from, FaultKind::UnexpectedMessage);
         }
-        if body.len() > BODY_BYTES_MAX {
-            return self.fault(step, from, FaultKind::Malformed);
-        }
-        let digest = body_digest(&self.instance, body);
         if let Some(delivery) = &self.delivery
             && delivery.proof.digest == digest
             && delivery.proof.signature == *signature
         {
             return;
+        }
+        if self.final_awaiting_body.is_some() {
+            // The sender sends one FINAL; a second one is answered by nothing.
+            return self.fault(step, from, FaultKind::UnexpectedMessage);
         }
         let proof = CbcProof {
             instance: self.instance.clone(),
@@ -455,8 +467,17 @@ impl Cbc {
         if !proof.verify(party) {
             return self.fault(step, from, FaultKind::InvalidProof);
         }
-        if self.delivery.is_none() {
-            self.deliver(body.to_vec(), proof, step);
+        if self.delivery.is_some() {
+            return;
+        }
+        match &self.proposal {
+            Some((known, body)) if *known == digest => {
+                let body = body.clone();
+                self.deliver(body, proof, step);
+            }
+            // The body is on its way in the SEND (links deliver every message eventually); if
+            // the sender never sends it, the parent fetches the body when it needs it.
+            _ => self.final_awaiting_body = Some(proof),
         }
     }
 
@@ -529,6 +550,7 @@ impl Cbc {
         self.delivery = Some(delivery);
         // What a terminated instance no longer needs.
         self.proposal = None;
+        self.final_awaiting_body = None;
         self.echoes.clear();
         self.invalid_shares.clear();
     }

@@ -98,7 +98,7 @@ fn an_equivocating_sender_gets_at_most_one_body_delivered() {
             net.run();
             let sender = net.parties[0].keys.clone();
             let mut finals = 0;
-            for (body, digest) in bodies.iter().zip(&digests) {
+            for digest in &digests {
                 let mut shares: Vec<SignatureShare> = net
                     .captured
                     .iter()
@@ -119,7 +119,7 @@ fn an_equivocating_sender_gets_at_most_one_body_delivered() {
                 finals += 1;
                 let signature = combined.value;
                 let final_message = Message::Final {
-                    body: body.clone(),
+                    digest: *digest,
                     signature,
                 };
                 net.inject(id(1), Target::All, envelope(final_message));
@@ -194,17 +194,14 @@ fn equivocating_sends_and_bad_finals_are_blamed() {
         .unwrap()
         .value;
     let wrong = envelope(Message::Final {
-        body: b"other".to_vec(),
+        digest: body_digest(&instance(), b"other"),
         signature,
     });
     assert_eq!(
         faults(cbc.handle_message(party, id(1), &wrong)),
         [(1, FaultKind::InvalidProof)]
     );
-    let right = envelope(Message::Final {
-        body: body.clone(),
-        signature,
-    });
+    let right = envelope(Message::Final { digest, signature });
     assert_eq!(
         faults(cbc.handle_message(party, id(2), &right)),
         [(2, FaultKind::UnexpectedMessage)]
@@ -380,7 +377,7 @@ fn a_final_replayed_into_another_instance_fails() {
     let message = crate::Message {
         instance: other.clone(),
         body: crate::Body::Cbc(Message::Final {
-            body: body.clone(),
+            digest: body_digest(&other, &body),
             signature: proof.signature,
         }),
     };
@@ -403,7 +400,7 @@ fn a_final_replayed_into_another_instance_fails() {
     // The envelope of one instance handed to another instance is rejected outright.
     let mut elsewhere = Cbc::new(InstanceId::root("elsewhere").unwrap(), id(1));
     let envelope = envelope(Message::Final {
-        body,
+        digest: proof.digest,
         signature: proof.signature,
     });
     let step = elsewhere.handle_message(&mut net.parties[1], id(1), &envelope);
@@ -455,10 +452,7 @@ fn samples() -> Vec<Message> {
             body: body_of(40, 2),
         },
         Message::Echo { share: shares[0] },
-        Message::Final {
-            body: b"x".to_vec(),
-            signature,
-        },
+        Message::Final { digest, signature },
         Message::Request { digest },
         Message::Body { body: vec![5; 7] },
     ]
@@ -517,4 +511,46 @@ proptest! {
             prop_assert_eq!(message.to_bytes(), bytes);
         }
     }
+}
+
+/// FINAL names the body by digest only; when it overtakes the SEND, the server keeps the
+/// verified proof and delivers when the SEND arrives, without echoing (the signature exists).
+#[test]
+fn a_final_that_overtakes_its_send_delivers_when_the_body_arrives() {
+    let mut parties = network::parties(4, 0);
+    let party = &mut parties[2];
+    let mut cbc = Cbc::new(instance(), id(1));
+    let body = body_of(24, 3);
+    let digest = body_digest(&instance(), &body);
+    let signature = party
+        .group
+        .clone()
+        .broadcast
+        .combine(
+            &signing_context(&instance()),
+            &digest,
+            &parties_shares(&digest),
+        )
+        .unwrap()
+        .value;
+    let final_message = envelope(Message::Final { digest, signature });
+    assert!(cbc.handle_message(party, id(1), &final_message).is_empty());
+    assert!(cbc.delivered().is_none());
+    // A second, different FINAL from the sender is a fault; the first proof stays.
+    let other = envelope(Message::Final {
+        digest: body_digest(&instance(), b"other"),
+        signature,
+    });
+    let step = cbc.handle_message(party, id(1), &other);
+    assert_eq!(step.faults[0].kind, FaultKind::UnexpectedMessage);
+    // The SEND brings the body.
+    let step = cbc.handle_message(party, id(1), &envelope(Message::Send { body }));
+    assert!(step.faults.is_empty());
+    assert!(
+        step.messages.is_empty(),
+        "no echo once the signature exists"
+    );
+    assert_eq!(step.outputs.len(), 1);
+    assert_eq!(step.outputs[0].proof.digest, digest);
+    assert_eq!(cbc.delivered().unwrap().body, body_of(24, 3));
 }
