@@ -19,11 +19,13 @@ const STATEMENT_TAG: &[u8] = b"sintra/checkpoint/v1";
 pub const LOG_DIGEST_START: [u8; 32] = [0; 32];
 
 /// Extends the chained log digest by the entry at `position`:
-/// `d_p = SHA-256(d_{p-1} ‖ position ‖ round ‖ SHA-256(request))`.
+/// `d_p = SHA-256(d_{p-1} ‖ position ‖ round ‖ time_ms ‖ SHA-256(request))` — the round time
+/// is chained too, so a checkpoint certificate also certifies the times the service ran with.
 pub fn chain_log_digest(
     previous: &[u8; 32],
     position: u64,
     round: u64,
+    time_ms: u64,
     request: &[u8],
 ) -> [u8; 32] {
     let request_hash: [u8; 32] = Sha256::digest(request).into();
@@ -31,6 +33,7 @@ pub fn chain_log_digest(
     hasher.update(previous);
     hasher.update(position.to_be_bytes());
     hasher.update(round.to_be_bytes());
+    hasher.update(time_ms.to_be_bytes());
     hasher.update(request_hash);
     hasher.finalize().into()
 }
@@ -131,11 +134,12 @@ mod tests {
 
     #[test]
     fn the_log_digest_chains_every_field() {
-        let a = chain_log_digest(&LOG_DIGEST_START, 0, 0, b"x");
-        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 1, 0, b"x"));
-        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 0, 1, b"x"));
-        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 0, 0, b"y"));
-        assert_ne!(a, chain_log_digest(&a, 0, 0, b"x"));
+        let a = chain_log_digest(&LOG_DIGEST_START, 0, 0, 0, b"x");
+        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 1, 0, 0, b"x"));
+        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 0, 1, 0, b"x"));
+        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 0, 0, 1, b"x"));
+        assert_ne!(a, chain_log_digest(&LOG_DIGEST_START, 0, 0, 0, b"y"));
+        assert_ne!(a, chain_log_digest(&a, 0, 0, 0, b"x"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{CHECKPOINT_PURPOSE, CheckpointCertificate, CheckpointStatement};
 use crate::executor::{ExecInput, Executed};
-use crate::message::NodeMessage;
+use crate::message::{Item, NodeMessage};
 use crate::metrics::Metrics;
 use crate::signer::{ANSWER_PROOF_PURPOSE, SignJob};
 use crate::store::{RoundRecord, Store};
@@ -52,8 +52,10 @@ pub(crate) const EVENT_QUEUE_MAX: usize = 1024;
 pub const ANSWER_ROUNDS_MAX: usize = 1024;
 /// Rounds beyond the last executed one for which peers' answer shares are kept (one per peer).
 pub const EARLY_SHARE_ROUNDS_MAX: u64 = 256;
-/// Own answer shares kept (rounds), to prove them to a combiner that asks.
-pub const OWN_SHARES_MAX: usize = 1024;
+/// Own answer shares kept (items of rounds), to prove them to a combiner that asks.
+pub const OWN_SHARES_MAX: usize = 16 * 1024;
+/// Peers' shares kept for items not executed here yet, all peers and items together.
+pub const EARLY_SHARES_MAX: usize = 64 * 1024;
 /// Checkpoint rounds for which peers' shares are collected at once (one statement per peer).
 pub const CHECKPOINT_ROUNDS_PENDING_MAX: usize = 64;
 /// Bytes of round records one reply part carries (a link message is at most 8 MiB).
@@ -70,13 +72,30 @@ const TICK: Duration = Duration::from_millis(500);
 /// this long (its `Hello` or the answers may have been dropped by a full link queue).
 const HELLO_RETRY: Duration = Duration::from_secs(2);
 
+/// What a waiting client is handed.
+#[derive(Debug, Clone)]
+pub(crate) enum Answered {
+    /// The answer with its path in the round's answer batch and the batch signature.
+    Batch(SignedAnswer),
+    /// An answer the service key signed on its own (its `signing_message`), with that
+    /// signature, verified: the gateway completes it with the service's `complete`.
+    Signed {
+        answer: Vec<u8>,
+        signature: rsa::Signature,
+    },
+}
+
 /// A client waiting for the signed answer to a request.
 #[derive(Debug)]
 pub(crate) struct Register {
     /// SHA-256 of the request.
     pub digest: [u8; 32],
-    pub reply: oneshot::Sender<SignedAnswer>,
+    pub reply: oneshot::Sender<Answered>,
 }
+
+/// A round's signing item: `(round, item)`; item 0 is the answer batch, item `i + 1` the
+/// service's own signature of answer `i`.
+type Key = (u64, Item);
 
 /// What the executor and the signer tell the coordinator.
 #[derive(Debug)]
@@ -84,6 +103,7 @@ pub(crate) enum Event {
     Executed(Box<Executed>),
     OwnShare {
         round: u64,
+        item: Item,
         share: rsa::SignatureShare,
     },
     OwnCheckpoint {
@@ -98,13 +118,13 @@ pub(crate) enum Event {
     Fatal(String),
 }
 
-/// A round with waiting clients, collecting signature shares.
+/// A signing item with waiting clients, collecting signature shares.
 struct AnswerRound {
     batch: Arc<AnswerBatch>,
     digest: [u8; 32],
-    requests: Vec<Vec<u8>>,
-    answers: Vec<Vec<u8>>,
-    waiting: Vec<(usize, oneshot::Sender<SignedAnswer>)>,
+    requests: Arc<Vec<Vec<u8>>>,
+    answers: Arc<Vec<Vec<u8>>>,
+    waiting: Vec<(usize, oneshot::Sender<Answered>)>,
     shares: BTreeMap<ServerId, rsa::SignatureShare>,
     /// Senders whose share was found invalid.
     bad: BTreeSet<ServerId>,
@@ -144,14 +164,16 @@ pub(crate) struct Coordinator {
 }
 
 struct State {
-    waiters: HashMap<[u8; 32], Vec<oneshot::Sender<SignedAnswer>>>,
+    waiters: HashMap<[u8; 32], Vec<oneshot::Sender<Answered>>>,
     waiter_count: usize,
-    rounds: BTreeMap<u64, AnswerRound>,
-    early: BTreeMap<u64, BTreeMap<ServerId, rsa::SignatureShare>>,
+    rounds: BTreeMap<Key, AnswerRound>,
+    early: BTreeMap<Key, BTreeMap<ServerId, rsa::SignatureShare>>,
+    /// Shares kept in `early`, all items together (bounded by [`EARLY_SHARES_MAX`]).
+    early_count: usize,
     /// This server's answer shares, to prove them to a combiner that asks.
-    own: BTreeMap<u64, rsa::SignatureShare>,
-    /// Statement digests of the rounds executed here.
-    digests: BTreeMap<u64, [u8; 32]>,
+    own: BTreeMap<Key, rsa::SignatureShare>,
+    /// Digests signed by the items of the rounds executed here.
+    digests: BTreeMap<Key, [u8; 32]>,
     checkpoint_shares:
         BTreeMap<u64, BTreeMap<ServerId, (CheckpointStatement, bls::SignatureShare)>>,
     own_statements: BTreeMap<u64, CheckpointStatement>,
@@ -173,6 +195,7 @@ impl Coordinator {
             waiter_count: 0,
             rounds: BTreeMap::new(),
             early: BTreeMap::new(),
+            early_count: 0,
             own: BTreeMap::new(),
             digests: BTreeMap::new(),
             checkpoint_shares: BTreeMap::new(),
@@ -310,9 +333,9 @@ impl Coordinator {
     fn on_event(&mut self, state: &mut State, event: Event) -> bool {
         match event {
             Event::Executed(executed) => self.on_executed(state, *executed),
-            Event::OwnShare { round, share } => {
-                state.own.insert(round, share.clone());
-                self.add_share(state, self.me, round, share);
+            Event::OwnShare { round, item, share } => {
+                state.own.insert((round, item), share.clone());
+                self.add_share(state, self.me, (round, item), share);
                 while state.own.len() > OWN_SHARES_MAX {
                     state.own.pop_first();
                 }
@@ -343,71 +366,92 @@ impl Coordinator {
             batch,
             requests,
             answers,
+            signed,
         } = executed;
         self.executed_next = self.executed_next.max(round + 1);
+        // Early shares of rounds executed now or before are used below or never.
+        let later = state.early.split_off(&(round + 1, 0));
+        let mut early = std::mem::replace(&mut state.early, later).split_off(&(round, 0));
+        state.early_count = state.early.values().map(BTreeMap::len).sum();
         let Some(batch) = batch else {
-            state.early.remove(&round);
             return;
         };
-        let digest: [u8; 32] = Sha256::digest(batch.statement()).into();
-        state.digests.insert(round, digest);
+        let batch_digest: [u8; 32] = Sha256::digest(batch.statement()).into();
+        // Which item signs each answer: the batch (0) unless the service signs it alone.
+        let mut item_of = vec![0 as Item; requests.len()];
+        let mut digests: Vec<(Item, [u8; 32])> = vec![(0, batch_digest)];
+        for (index, digest) in &signed {
+            if let Some(slot) = item_of.get_mut(*index) {
+                *slot = *index as Item + 1;
+                digests.push((*index as Item + 1, *digest));
+            }
+        }
+        for (item, digest) in &digests {
+            state.digests.insert((round, *item), *digest);
+        }
         while state.digests.len() > OWN_SHARES_MAX {
             state.digests.pop_first();
         }
-        let mut waiting = Vec::new();
+        let mut waiting: BTreeMap<Item, Vec<(usize, oneshot::Sender<Answered>)>> = BTreeMap::new();
         if !state.waiters.is_empty() {
             for (index, request) in requests.iter().enumerate() {
                 let request_digest: [u8; 32] = Sha256::digest(request).into();
                 if let Some(replies) = state.waiters.remove(&request_digest) {
-                    for reply in replies {
-                        waiting.push((index, reply));
-                    }
+                    let slot = waiting.entry(item_of[index]).or_default();
+                    slot.extend(replies.into_iter().map(|reply| (index, reply)));
                 }
             }
         }
-        let early = state.early.remove(&round).unwrap_or_default();
-        // Early shares of rounds already executed without waiting clients are of no use.
-        state.early = state.early.split_off(&self.executed_next);
         if waiting.is_empty() {
             return;
         }
-        let mut answer_round = AnswerRound {
-            batch,
-            digest,
-            requests,
-            answers,
-            waiting,
-            shares: early,
-            bad: BTreeSet::new(),
-            proofs_needed: false,
-            proven: BTreeSet::new(),
-            asked: BTreeSet::new(),
-        };
-        if let Some(share) = state.own.get(&round) {
-            answer_round.shares.insert(self.me, share.clone());
-        }
-        state.rounds.insert(round, answer_round);
-        while state.rounds.len() > ANSWER_ROUNDS_MAX {
-            if let Some((old, dropped)) = state.rounds.pop_first() {
-                warn!(
-                    round = old,
-                    clients = dropped.waiting.len(),
-                    "gave up collecting answer shares"
-                );
+        let requests = Arc::new(requests);
+        let answers = Arc::new(answers);
+        let digest_of: BTreeMap<Item, [u8; 32]> = digests.into_iter().collect();
+        for (item, waiting) in waiting {
+            let Some(digest) = digest_of.get(&item) else {
+                continue;
+            };
+            let key = (round, item);
+            let mut answer_round = AnswerRound {
+                batch: batch.clone(),
+                digest: *digest,
+                requests: requests.clone(),
+                answers: answers.clone(),
+                waiting,
+                shares: early.remove(&key).unwrap_or_default(),
+                bad: BTreeSet::new(),
+                proofs_needed: false,
+                proven: BTreeSet::new(),
+                asked: BTreeSet::new(),
+            };
+            if let Some(share) = state.own.get(&key) {
+                answer_round.shares.insert(self.me, share.clone());
             }
+            state.rounds.insert(key, answer_round);
+            while state.rounds.len() > ANSWER_ROUNDS_MAX {
+                if let Some(((old, old_item), dropped)) = state.rounds.pop_first() {
+                    warn!(
+                        round = old,
+                        item = old_item,
+                        clients = dropped.waiting.len(),
+                        "gave up collecting answer shares"
+                    );
+                }
+            }
+            self.try_combine(state, key);
         }
-        self.try_combine(state, round);
     }
 
     // -----------------------------------------------------------------------------------------
     // Answer shares.
 
-    fn add_share(&self, state: &mut State, from: ServerId, round: u64, share: rsa::SignatureShare) {
-        if let Some(answer_round) = state.rounds.get_mut(&round) {
+    fn add_share(&self, state: &mut State, from: ServerId, key: Key, share: rsa::SignatureShare) {
+        if let Some(answer_round) = state.rounds.get_mut(&key) {
             match answer_round.shares.get(&from) {
                 Some(kept) if *kept == share => return,
                 Some(_) => {
-                    self.fault(from, "equivocation", "two answer shares for one round");
+                    self.fault(from, "equivocation", "two answer shares for one item");
                     return;
                 }
                 None => {
@@ -415,30 +459,42 @@ impl Coordinator {
                 }
             }
             if answer_round.proofs_needed && from != self.me && answer_round.asked.insert(from) {
-                self.send(from, &NodeMessage::ProofRequest { round });
+                self.send(
+                    from,
+                    &NodeMessage::ProofRequest {
+                        round: key.0,
+                        item: key.1,
+                    },
+                );
             }
-            self.try_combine(state, round);
+            self.try_combine(state, key);
             return;
         }
-        if round >= self.executed_next && round < self.executed_next + EARLY_SHARE_ROUNDS_MAX {
-            let slot = state.early.entry(round).or_default();
+        let round = key.0;
+        if round >= self.executed_next
+            && round < self.executed_next + EARLY_SHARE_ROUNDS_MAX
+            && state.early_count < EARLY_SHARES_MAX
+        {
+            let slot = state.early.entry(key).or_default();
             match slot.get(&from) {
                 Some(kept) if *kept != share => {
-                    self.fault(from, "equivocation", "two answer shares for one round");
+                    self.fault(from, "equivocation", "two answer shares for one item");
                 }
                 Some(_) => {}
                 None => {
                     slot.insert(from, share);
+                    state.early_count += 1;
                 }
             }
         }
     }
 
-    fn try_combine(&self, state: &mut State, round: u64) {
+    fn try_combine(&self, state: &mut State, item_key: Key) {
+        let (round, item) = item_key;
         let threshold = self.threshold();
         let key = &self.group.service;
         loop {
-            let Some(answer_round) = state.rounds.get_mut(&round) else {
+            let Some(answer_round) = state.rounds.get_mut(&item_key) else {
                 return;
             };
             // Own share first: it is known good.
@@ -461,13 +517,13 @@ impl Coordinator {
             candidates.truncate(threshold);
             match key.combine_digest(&answer_round.digest, &candidates) {
                 Ok(signature) => {
-                    let Some(answer_round) = state.rounds.remove(&round) else {
+                    let Some(answer_round) = state.rounds.remove(&item_key) else {
                         return;
                     };
                     self.metrics
                         .signatures_combined
                         .fetch_add(1, Ordering::Relaxed);
-                    self.release(state, round, answer_round, &signature);
+                    self.release(state, item_key, answer_round, signature);
                     return;
                 }
                 Err(CombineError::Crypto(CryptoError::InvalidShare(culprit))) => {
@@ -480,10 +536,10 @@ impl Coordinator {
                     if answer_round.proofs_needed {
                         // Proven shares that do not combine: cannot happen with a consistent
                         // key; wait for more rather than loop.
-                        error!(round, %error, "proven answer shares do not combine");
+                        error!(round, item, %error, "proven answer shares do not combine");
                         return;
                     }
-                    debug!(round, %error, "optimistic combination failed; asking for proofs");
+                    debug!(round, item, %error, "optimistic combination failed; asking for proofs");
                     answer_round.proofs_needed = true;
                     let peers: Vec<ServerId> = answer_round
                         .shares
@@ -493,7 +549,7 @@ impl Coordinator {
                         .collect();
                     for peer in peers {
                         if answer_round.asked.insert(peer) {
-                            self.send(peer, &NodeMessage::ProofRequest { round });
+                            self.send(peer, &NodeMessage::ProofRequest { round, item });
                         }
                     }
                 }
@@ -505,11 +561,11 @@ impl Coordinator {
         &self,
         state: &mut State,
         from: ServerId,
-        round: u64,
+        key: Key,
         share: rsa::SignatureShare,
         proof: rsa::ShareProof,
     ) {
-        let Some(answer_round) = state.rounds.get_mut(&round) else {
+        let Some(answer_round) = state.rounds.get_mut(&key) else {
             return;
         };
         if !answer_round.asked.contains(&from) || answer_round.proven.contains(&from) {
@@ -533,7 +589,7 @@ impl Coordinator {
             answer_round.shares.remove(&from);
             self.fault(from, "invalid_share", "answer share that fails its proof");
         }
-        self.try_combine(state, round);
+        self.try_combine(state, key);
     }
 
     /// Hands every waiting client of the round its signed answer.
@@ -545,9 +601,9 @@ impl Coordinator {
     fn release(
         &self,
         state: &mut State,
-        round: u64,
+        (round, item): Key,
         answer_round: AnswerRound,
-        signature: &rsa::Signature,
+        signature: rsa::Signature,
     ) {
         let AnswerRound {
             batch,
@@ -561,6 +617,15 @@ impl Coordinator {
             let (Some(request), Some(answer)) = (requests.get(index), answers.get(index)) else {
                 continue;
             };
+            if item != 0 {
+                // The service key signed this answer's own message; `combine_digest` verified it.
+                self.metrics.answers_signed.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Answered::Signed {
+                    answer: answer.clone(),
+                    signature: signature.clone(),
+                });
+                continue;
+            }
             let Some(signed) =
                 batch.signed_answer(index, answer.clone(), signature.as_bytes().to_vec())
             else {
@@ -577,7 +642,7 @@ impl Coordinator {
                 continue;
             }
             self.metrics.answers_signed.fetch_add(1, Ordering::Relaxed);
-            let _ = reply.send(signed);
+            let _ = reply.send(Answered::Batch(signed));
         }
         self.metrics
             .waiting_clients
@@ -597,19 +662,21 @@ impl Coordinator {
         match message {
             // The protocol task keeps these.
             NodeMessage::Protocol(_) | NodeMessage::Forward { .. } => {}
-            NodeMessage::AnswerShare { round, share } => {
+            NodeMessage::AnswerShare { round, item, share } => {
                 if share.id() != from {
                     self.fault(from, "unexpected_message", "answer share of another server");
                     return;
                 }
-                self.add_share(state, from, round, share);
+                self.add_share(state, from, (round, item), share);
             }
-            NodeMessage::ProofRequest { round } => {
-                if let (Some(share), Some(digest)) =
-                    (state.own.get(&round), state.digests.get(&round))
-                {
+            NodeMessage::ProofRequest { round, item } => {
+                if let (Some(share), Some(digest)) = (
+                    state.own.get(&(round, item)),
+                    state.digests.get(&(round, item)),
+                ) {
                     let job = SignJob::Prove {
                         round,
+                        item,
                         digest: *digest,
                         share: share.clone(),
                         peer: from,
@@ -621,6 +688,7 @@ impl Coordinator {
             }
             NodeMessage::AnswerProof {
                 round,
+                item,
                 share,
                 proof,
             } => {
@@ -628,7 +696,7 @@ impl Coordinator {
                     self.fault(from, "unexpected_message", "answer proof of another server");
                     return;
                 }
-                self.on_answer_proof(state, from, round, share, proof);
+                self.on_answer_proof(state, from, (round, item), share, proof);
             }
             NodeMessage::CheckpointShare { statement, share } => {
                 if share.id() != from {

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::checkpoint::{CheckpointCertificate, CheckpointStatement, chain_log_digest};
 use crate::coordinator::Event;
-use crate::message::NodeMessage;
+use crate::message::{Item, NodeMessage};
 use crate::metrics::Metrics;
 use crate::protocol::ResumePoint;
 use crate::signer::SignJob;
@@ -39,6 +39,7 @@ pub(crate) enum ExecInput {
     Round {
         round: u64,
         first: u64,
+        time_ms: u64,
         requests: Vec<Vec<u8>>,
     },
     /// Rounds fetched from `peer`, to be checked against `certificate` and applied.
@@ -57,6 +58,9 @@ pub(crate) struct Executed {
     pub batch: Option<Arc<AnswerBatch>>,
     pub requests: Vec<Vec<u8>>,
     pub answers: Vec<Vec<u8>>,
+    /// The answers the service key signs one by one: `(index in the round, SHA-256 of the
+    /// signing message)`; answer `index` is item `index + 1` of the round.
+    pub signed: Vec<(usize, [u8; 32])>,
 }
 
 pub(crate) struct Executor {
@@ -87,8 +91,9 @@ impl Executor {
                 ExecInput::Round {
                     round,
                     first,
+                    time_ms,
                     requests,
-                } => self.execute_delivered(round, first, requests),
+                } => self.execute_delivered(round, first, time_ms, requests),
                 ExecInput::Transfer {
                     peer,
                     records,
@@ -107,6 +112,7 @@ impl Executor {
         &mut self,
         round: u64,
         first: u64,
+        time_ms: u64,
         requests: Vec<Vec<u8>>,
     ) -> Result<(), String> {
         if round < self.next_round {
@@ -127,19 +133,21 @@ impl Executor {
                 self.height
             ));
         }
-        self.execute(round, requests, true).map(|_| ())
+        self.execute(round, time_ms, requests, true).map(|_| ())
     }
 
     /// Executes and commits one round; returns the state digest at a checkpoint round.
     fn execute(
         &mut self,
         round: u64,
+        time_ms: u64,
         requests: Vec<Vec<u8>>,
         sign: bool,
     ) -> Result<Option<[u8; 32]>, String> {
         let first = self.height;
         let mut answers = Vec::with_capacity(requests.len());
         let mut leaves = Vec::with_capacity(requests.len());
+        let mut signed: Vec<(usize, [u8; 32])> = Vec::new();
         let mut log_digest = self.log_digest;
         for (offset, request) in requests.iter().enumerate() {
             let position = first + offset as u64;
@@ -147,12 +155,15 @@ impl Executor {
                 &ExecutionContext {
                     position,
                     round,
-                    time_ms: 0,
+                    time_ms,
                 },
                 request,
             );
+            if let Some(message) = self.service.signing_message(request, &answer) {
+                signed.push((offset, Sha256::digest(&message).into()));
+            }
             leaves.push(leaf(position, request, &answer));
-            log_digest = chain_log_digest(&log_digest, position, round, request);
+            log_digest = chain_log_digest(&log_digest, position, round, time_ms, request);
             answers.push(answer);
         }
         let batch = if leaves.is_empty() {
@@ -176,6 +187,7 @@ impl Executor {
             .commit_round(&RoundCommit {
                 round,
                 first,
+                time_ms,
                 requests: &requests,
                 root,
                 log_digest,
@@ -193,9 +205,24 @@ impl Executor {
 
         if sign && let Some(batch) = &batch {
             let digest: [u8; 32] = Sha256::digest(batch.statement()).into();
-            // The signer is a bounded queue: when it is behind, execution waits for it.
-            if self.signer.send(SignJob::Sign { round, digest }).is_err() {
-                return Err("the signer thread stopped".into());
+            let items = std::iter::once((0, digest)).chain(
+                signed
+                    .iter()
+                    .map(|(index, digest)| (*index as Item + 1, *digest)),
+            );
+            for (item, digest) in items {
+                // The signer is a bounded queue: when it is behind, execution waits for it.
+                if self
+                    .signer
+                    .send(SignJob::Sign {
+                        round,
+                        item,
+                        digest,
+                    })
+                    .is_err()
+                {
+                    return Err("the signer thread stopped".into());
+                }
             }
         }
         let state_digest = snapshot
@@ -220,6 +247,7 @@ impl Executor {
             batch,
             requests,
             answers,
+            signed,
         };
         if self
             .events
@@ -260,7 +288,7 @@ impl Executor {
         let mut position = self.height;
         for record in &records {
             for request in &record.requests {
-                digest = chain_log_digest(&digest, position, record.round, request);
+                digest = chain_log_digest(&digest, position, record.round, record.time_ms, request);
                 position += 1;
             }
         }
@@ -287,7 +315,7 @@ impl Executor {
         let rounds = records.len() as u64;
         let mut state_digest = None;
         for record in records {
-            state_digest = self.execute(record.round, record.requests, false)?;
+            state_digest = self.execute(record.round, record.time_ms, record.requests, false)?;
             self.metrics
                 .rounds_transferred
                 .fetch_add(1, Ordering::Relaxed);

@@ -42,7 +42,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
-use crate::coordinator::Register;
+use crate::coordinator::{Answered, Register};
 use crate::metrics::Metrics;
 use crate::protocol::{Submission, SubmitError};
 
@@ -116,8 +116,20 @@ impl IntoResponse for Failure {
 }
 
 impl Gateway {
+    /// Submits a request whose answer the batch signature covers (kv, and any answer its
+    /// service does not sign on its own), waits for the `SignedAnswer`.
+    pub(crate) async fn submit_batch(&self, request: Vec<u8>) -> Result<SignedAnswer, Failure> {
+        match self.submit(request).await? {
+            Answered::Batch(signed) => Ok(signed),
+            Answered::Signed { .. } => Err(Failure::Malformed(
+                "the service signs this request's answer on its own; use the service's route"
+                    .into(),
+            )),
+        }
+    }
+
     /// Submits `request`, waits for its signed answer.
-    pub(crate) async fn submit(&self, request: Vec<u8>) -> Result<SignedAnswer, Failure> {
+    pub(crate) async fn submit(&self, request: Vec<u8>) -> Result<Answered, Failure> {
         if request.is_empty() {
             return Err(Failure::Malformed("empty request".into()));
         }
@@ -204,7 +216,7 @@ async fn put(
     }
     .encode()
     .map_err(|error| Failure::Malformed(error.to_string()))?;
-    gateway.submit(request).await.map(axum::Json)
+    gateway.submit_batch(request).await.map(axum::Json)
 }
 
 async fn get_key(
@@ -217,7 +229,7 @@ async fn get_key(
     }
     .encode()
     .map_err(|error| Failure::Malformed(error.to_string()))?;
-    gateway.submit(request).await.map(axum::Json)
+    gateway.submit_batch(request).await.map(axum::Json)
 }
 
 async fn submit(
@@ -236,7 +248,7 @@ async fn submit(
         return Err((StatusCode::NOT_IMPLEMENTED, axum::Json(body)).into_response());
     }
     gateway
-        .submit(body.to_vec())
+        .submit_batch(body.to_vec())
         .await
         .map(axum::Json)
         .map_err(IntoResponse::into_response)
@@ -385,7 +397,7 @@ async fn stream_connection(
         let gateway = gateway.clone();
         let answers = answers_tx.clone();
         tokio::spawn(async move {
-            let frame = match gateway.submit(request).await {
+            let frame = match gateway.submit_batch(request).await {
                 Ok(answer) => match serde_json::to_vec(&answer) {
                     Ok(json) => response(id, 0, &json),
                     Err(error) => response(id, 4, error.to_string().as_bytes()),

@@ -45,7 +45,8 @@ use sintra_net::{
 };
 use sintra_protocols::abc::{Abc, AbcConfig};
 use sintra_protocols::{InstanceId, Party};
-use sintra_services::kv::KvService;
+use sintra_services::kv::{self, KvService};
+use sintra_services::router::Router;
 use sintra_services::{ExecutionContext, Service};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -198,7 +199,9 @@ impl Node {
         let certificate = store.latest_certificate()?;
 
         // The service: the last own snapshot, then the log after it.
-        let mut service = KvService::new();
+        let mut service = Router::new()
+            .with(kv::TAGS, Box::new(KvService::new()))
+            .map_err(|error| NodeError::Service(error.to_string()))?;
         let mut replayed_from = 0;
         if let Some(snapshot) = store.snapshot()? {
             service
@@ -220,7 +223,7 @@ impl Node {
                     &ExecutionContext {
                         position: entry.position,
                         round: entry.round,
-                        time_ms: 0,
+                        time_ms: entry.time_ms,
                     },
                     &entry.request,
                 );

@@ -36,6 +36,14 @@ const TAG_FORWARD: u8 = 9;
 /// bounds it further; see [`crate::TRANSFER_REPLY_BYTES_MAX`]).
 pub const ROUND_RECORDS_MAX: usize = 4096;
 
+/// What a round's answer shares sign: item `0` is the round's answer-batch statement, item
+/// `i + 1` the [`sintra_services::Service::signing_message`] of the round's answer `i` (for the
+/// answers a stock tool verifies: time-stamps, certificates, directory statements).
+pub type Item = u32;
+
+/// The largest item number: one per answer of a signed answer batch, plus the batch itself.
+pub const ITEM_MAX: Item = sintra_services::answers::ANSWER_BATCH_LEAVES_MAX as Item;
+
 /// One message between two replicas.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(
@@ -45,11 +53,13 @@ pub const ROUND_RECORDS_MAX: usize = 4096;
 pub enum NodeMessage {
     /// A message of the ordering protocols (atomic broadcast and its children).
     Protocol(Message),
-    /// The sender's threshold-RSA share of the answer-batch statement of `round` (without a
-    /// proof: combining is optimistic).
+    /// The sender's threshold-RSA share of `item` of `round` (without a proof: combining is
+    /// optimistic).
     AnswerShare {
-        /// The round whose answer batch it signs.
+        /// The round whose answers it signs.
         round: u64,
+        /// What of the round it signs.
+        item: Item,
         /// The share.
         share: rsa::SignatureShare,
     },
@@ -58,11 +68,15 @@ pub enum NodeMessage {
     ProofRequest {
         /// The round.
         round: u64,
+        /// The item.
+        item: Item,
     },
     /// A share with its proof of correctness, in answer to a [`NodeMessage::ProofRequest`].
     AnswerProof {
         /// The round.
         round: u64,
+        /// The item.
+        item: Item,
         /// The share.
         share: rsa::SignatureShare,
         /// Its proof.
@@ -116,22 +130,26 @@ impl Encode for NodeMessage {
                 out.push(TAG_PROTOCOL);
                 message.encode_to(out);
             }
-            Self::AnswerShare { round, share } => {
+            Self::AnswerShare { round, item, share } => {
                 out.push(TAG_ANSWER_SHARE);
                 out.extend_from_slice(&round.to_be_bytes());
+                out.extend_from_slice(&item.to_be_bytes());
                 share.encode_to(out);
             }
-            Self::ProofRequest { round } => {
+            Self::ProofRequest { round, item } => {
                 out.push(TAG_PROOF_REQUEST);
                 out.extend_from_slice(&round.to_be_bytes());
+                out.extend_from_slice(&item.to_be_bytes());
             }
             Self::AnswerProof {
                 round,
+                item,
                 share,
                 proof,
             } => {
                 out.push(TAG_ANSWER_PROOF);
                 out.extend_from_slice(&round.to_be_bytes());
+                out.extend_from_slice(&item.to_be_bytes());
                 share.encode_to(out);
                 proof.encode_to(out);
             }
@@ -196,19 +214,33 @@ fn decode_option<T: Decode>(reader: &mut Reader<'_>) -> Result<Option<T>, Decode
     }
 }
 
+fn decode_item(reader: &mut Reader<'_>) -> Result<Item, DecodeError> {
+    let item = reader.u32()?;
+    if item > ITEM_MAX {
+        return Err(DecodeError::Invalid {
+            what: "answer item",
+            why: "beyond the most answers a round has",
+        });
+    }
+    Ok(item)
+}
+
 impl Decode for NodeMessage {
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match reader.u8()? {
             TAG_PROTOCOL => Self::Protocol(Message::decode_from(reader)?),
             TAG_ANSWER_SHARE => Self::AnswerShare {
                 round: reader.u64()?,
+                item: decode_item(reader)?,
                 share: rsa::SignatureShare::decode_from(reader)?,
             },
             TAG_PROOF_REQUEST => Self::ProofRequest {
                 round: reader.u64()?,
+                item: decode_item(reader)?,
             },
             TAG_ANSWER_PROOF => Self::AnswerProof {
                 round: reader.u64()?,
+                item: decode_item(reader)?,
                 share: rsa::SignatureShare::decode_from(reader)?,
                 proof: rsa::ShareProof::decode_from(reader)?,
             },
@@ -272,10 +304,15 @@ mod tests {
             }),
             NodeMessage::AnswerShare {
                 round: 5,
+                item: 3,
                 share: rsa::SignatureShare::from_parts(ServerId::new(2).unwrap(), vec![7; 128])
                     .unwrap(),
             },
-            NodeMessage::ProofRequest { round: 9 },
+            NodeMessage::ProofRequest { round: 9, item: 0 },
+            NodeMessage::ProofRequest {
+                round: 9,
+                item: ITEM_MAX,
+            },
             NodeMessage::Hello { next_round: 4 },
             NodeMessage::Status {
                 next_round: 4,
@@ -286,10 +323,12 @@ mod tests {
                 records: vec![
                     RoundRecord {
                         round: 2,
+                        time_ms: 9,
                         requests: vec![b"a".to_vec()],
                     },
                     RoundRecord {
                         round: 3,
+                        time_ms: 10,
                         requests: Vec::new(),
                     },
                 ],

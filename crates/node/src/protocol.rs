@@ -118,6 +118,9 @@ impl ProtocolTask {
             "protocol task started"
         );
         loop {
+            // The clock this server proposes with its next batch; the round's time is the
+            // median over the round's batches, so a wrong clock here cannot decide it.
+            self.abc.set_time(unix_time_ms());
             tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => {
@@ -371,8 +374,11 @@ impl ProtocolTask {
         for round in self.reported_round..now {
             let first = self.positions;
             let mut requests = Vec::new();
+            // Every request of a round carries the round's time; an empty round needs none.
+            let mut time_ms = 0;
             while let Some(delivered) = outputs.next_if(|d| d.round <= round) {
                 if delivered.round == round {
+                    time_ms = delivered.time_ms;
                     requests.push(delivered.request);
                 }
             }
@@ -380,6 +386,7 @@ impl ProtocolTask {
             let input = ExecInput::Round {
                 round,
                 first,
+                time_ms,
                 requests,
             };
             if self.execution.send(input).await.is_err() {
@@ -393,6 +400,13 @@ impl ProtocolTask {
         self.reported_round = now;
         true
     }
+}
+
+/// Milliseconds since the Unix epoch by the system clock (`0` if it is set before 1970).
+fn unix_time_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// The atomic-broadcast round a message belongs to (`<id>/r<round>/...`); `None` for the

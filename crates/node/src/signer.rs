@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::coordinator::Event;
-use crate::message::NodeMessage;
+use crate::message::{Item, NodeMessage};
 
 /// Jobs waiting for the signer (beyond it the executor waits: signing is part of the pipeline).
 pub(crate) const SIGN_QUEUE_MAX: usize = 256;
@@ -24,12 +24,17 @@ pub const ANSWER_PROOF_PURPOSE: &str = "node/answers";
 /// Work for the signer.
 #[derive(Debug)]
 pub(crate) enum SignJob {
-    /// Sign the statement (SHA-256 `digest`) of `round`'s answer batch and send the share to
-    /// everyone.
-    Sign { round: u64, digest: [u8; 32] },
-    /// Prove this server's share of `round` to `peer`.
+    /// Sign `item` of `round` (SHA-256 `digest` of the batch statement or of an answer's
+    /// signing message) and send the share to everyone.
+    Sign {
+        round: u64,
+        item: Item,
+        digest: [u8; 32],
+    },
+    /// Prove this server's share of `item` of `round` to `peer`.
     Prove {
         round: u64,
+        item: Item,
         digest: [u8; 32],
         share: rsa::SignatureShare,
         peer: ServerId,
@@ -47,15 +52,20 @@ pub(crate) fn run(
     let mut rng = rand_core::OsRng;
     while let Ok(job) = jobs.recv() {
         match job {
-            SignJob::Sign { round, digest } => {
+            SignJob::Sign {
+                round,
+                item,
+                digest,
+            } => {
                 let share = keys.service.sign_digest(&group.service, &digest);
                 let message = NodeMessage::AnswerShare {
                     round,
+                    item,
                     share: share.clone(),
                 };
                 let _ = links.broadcast(Bytes::from(message.to_bytes()));
                 if events
-                    .blocking_send(Event::OwnShare { round, share })
+                    .blocking_send(Event::OwnShare { round, item, share })
                     .is_err()
                 {
                     return;
@@ -63,6 +73,7 @@ pub(crate) fn run(
             }
             SignJob::Prove {
                 round,
+                item,
                 digest,
                 share,
                 peer,
@@ -73,6 +84,7 @@ pub(crate) fn run(
                         .prove_digest(&group.service, &context, &digest, &share, &mut rng);
                 let message = NodeMessage::AnswerProof {
                     round,
+                    item,
                     share,
                     proof,
                 };

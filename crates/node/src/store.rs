@@ -24,7 +24,7 @@ use crate::checkpoint::{CheckpointCertificate, LOG_DIGEST_START};
 pub const STORE_FILE: &str = "sintra.redb";
 
 /// The value of `meta.format`: a file without it (or with another) is not ours.
-const FORMAT: &[u8] = b"sintra-node store v1";
+const FORMAT: &[u8] = b"sintra-node store v2";
 
 /// The largest request a round record may carry when decoded from a peer (a request never
 /// exceeds a batch, and a batch never exceeds a consistent-broadcast body).
@@ -74,6 +74,8 @@ pub enum StoreError {
 pub struct RoundRecord {
     /// The round.
     pub round: u64,
+    /// Its agreed time (milliseconds since the Unix epoch), which the service executes with.
+    pub time_ms: u64,
     /// Its requests, in delivery order.
     pub requests: Vec<Vec<u8>>,
 }
@@ -81,13 +83,14 @@ pub struct RoundRecord {
 impl RoundRecord {
     /// Encoded size, to fill a message up to a byte limit.
     pub fn encoded_len(&self) -> usize {
-        12 + self.requests.iter().map(|r| 4 + r.len()).sum::<usize>()
+        20 + self.requests.iter().map(|r| 4 + r.len()).sum::<usize>()
     }
 }
 
 impl Encode for RoundRecord {
     fn encode_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.round.to_be_bytes());
+        out.extend_from_slice(&self.time_ms.to_be_bytes());
         crate::message::put_requests(out, &self.requests);
     }
 }
@@ -95,6 +98,7 @@ impl Encode for RoundRecord {
 impl Decode for RoundRecord {
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let round = reader.u64()?;
+        let time_ms = reader.u64()?;
         let count = reader.u32()? as usize;
         // Every request takes at least its 4-byte length: checked before allocating.
         if count > reader.remaining() / 4 {
@@ -106,7 +110,11 @@ impl Decode for RoundRecord {
         for _ in 0..count {
             requests.push(reader.bytes("request", RECORD_REQUEST_BYTES_MAX)?.to_vec());
         }
-        Ok(Self { round, requests })
+        Ok(Self {
+            round,
+            time_ms,
+            requests,
+        })
     }
 }
 
@@ -117,6 +125,8 @@ pub struct RoundCommit<'a> {
     pub round: u64,
     /// The position of its first request (the height before it).
     pub first: u64,
+    /// Its agreed time.
+    pub time_ms: u64,
     /// Its requests.
     pub requests: &'a [Vec<u8>],
     /// The root of its answer batch.
@@ -158,6 +168,8 @@ pub struct LogEntry {
     pub position: u64,
     /// The round that delivered it.
     pub round: u64,
+    /// That round's agreed time.
+    pub time_ms: u64,
     /// The request.
     pub request: Vec<u8>,
 }
@@ -299,15 +311,17 @@ impl Store {
             for (offset, request) in commit.requests.iter().enumerate() {
                 entry.clear();
                 entry.extend_from_slice(&commit.round.to_be_bytes());
+                entry.extend_from_slice(&commit.time_ms.to_be_bytes());
                 entry.extend_from_slice(request);
                 log.insert(commit.first + offset as u64, entry.as_slice())
                     .map_err(|e| self.io(e))?;
             }
             let mut rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
-            let mut boundary = Vec::with_capacity(48);
+            let mut boundary = Vec::with_capacity(56);
             boundary.extend_from_slice(&commit.first.to_be_bytes());
             boundary.extend_from_slice(&(commit.requests.len() as u64).to_be_bytes());
             boundary.extend_from_slice(&commit.root);
+            boundary.extend_from_slice(&commit.time_ms.to_be_bytes());
             rounds
                 .insert(commit.round, boundary.as_slice())
                 .map_err(|e| self.io(e))?;
@@ -423,7 +437,11 @@ impl Store {
             let (round, boundary) = entry.map_err(|e| self.io(e))?;
             let round = round.value();
             let boundary = boundary.value();
-            let (Some(first), Some(count)) = (u64_at(boundary, 0), u64_at(boundary, 8)) else {
+            let (Some(first), Some(count), Some(time_ms)) = (
+                u64_at(boundary, 0),
+                u64_at(boundary, 8),
+                u64_at(boundary, 48),
+            ) else {
                 return Err(self.damaged("rounds", format!("round {round}")));
             };
             let mut requests = Vec::new();
@@ -433,9 +451,13 @@ impl Store {
             {
                 let (_, value) = entry.map_err(|e| self.io(e))?;
                 let value = value.value();
-                requests.push(value.get(8..).unwrap_or_default().to_vec());
+                requests.push(value.get(16..).unwrap_or_default().to_vec());
             }
-            let record = RoundRecord { round, requests };
+            let record = RoundRecord {
+                round,
+                time_ms,
+                requests,
+            };
             bytes += record.encoded_len();
             if bytes > bytes_max && !records.is_empty() {
                 break;
@@ -453,12 +475,14 @@ impl Store {
         for entry in log.range(from..to).map_err(|e| self.io(e))? {
             let (position, value) = entry.map_err(|e| self.io(e))?;
             let value = value.value();
-            let round = u64_at(value, 0)
-                .ok_or_else(|| self.damaged("log", format!("position {}", position.value())))?;
+            let (Some(round), Some(time_ms)) = (u64_at(value, 0), u64_at(value, 8)) else {
+                return Err(self.damaged("log", format!("position {}", position.value())));
+            };
             entries.push(LogEntry {
                 position: position.value(),
                 round,
-                request: value[8..].to_vec(),
+                time_ms,
+                request: value[16..].to_vec(),
             });
         }
         Ok(entries)
@@ -507,6 +531,7 @@ mod tests {
                 .commit_round(&RoundCommit {
                     round: 0,
                     first: 0,
+                    time_ms: 1_700_000_000_000,
                     requests: &requests,
                     root: [7; 32],
                     log_digest: [9; 32],
@@ -517,6 +542,7 @@ mod tests {
                 .commit_round(&RoundCommit {
                     round: 1,
                     first: 2,
+                    time_ms: 1_700_000_000_500,
                     requests: &[],
                     root: [0; 32],
                     log_digest: [9; 32],
@@ -540,8 +566,17 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].requests, vec![b"a".to_vec(), b"bc".to_vec()]);
         assert!(records[1].requests.is_empty());
+        assert_eq!(
+            (records[0].time_ms, records[1].time_ms),
+            (1_700_000_000_000, 1_700_000_000_500)
+        );
         assert_eq!(store.snapshot().unwrap().unwrap().bytes, b"snap");
-        assert_eq!(store.log(0, 10).unwrap().len(), 2);
+        let log = store.log(0, 10).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(
+            (log[1].request.as_slice(), log[1].time_ms),
+            (b"bc".as_slice(), 1_700_000_000_000)
+        );
         assert_eq!(store.round_boundary(0).unwrap(), Some((0, 2, [7; 32])));
     }
 
@@ -558,6 +593,7 @@ mod tests {
     fn round_records_decode_strictly() {
         let record = RoundRecord {
             round: 3,
+            time_ms: 77,
             requests: vec![b"x".to_vec(), Vec::new()],
         };
         let bytes = record.to_bytes();

@@ -556,6 +556,7 @@ async fn a_bad_answer_share_is_blamed_and_the_answer_still_comes() {
     for round in 0..64 {
         let message = NodeMessage::AnswerShare {
             round,
+            item: 0,
             share: bad_share(),
         };
         let _ = byzantine.broadcast(Bytes::from(message.to_bytes()));
@@ -567,10 +568,12 @@ async fn a_bad_answer_share_is_blamed_and_the_answer_still_comes() {
     let liar = byzantine.clone();
     let answering = tokio::spawn(async move {
         while let Some(message) = incoming.recv().await {
-            if let Ok(NodeMessage::ProofRequest { round }) = NodeMessage::from_bytes(&message.bytes)
+            if let Ok(NodeMessage::ProofRequest { round, item }) =
+                NodeMessage::from_bytes(&message.bytes)
             {
                 let reply = NodeMessage::AnswerProof {
                     round,
+                    item,
                     share: bad_share(),
                     proof: bad_proof.clone(),
                 };

@@ -31,6 +31,9 @@ pub const BYTES_MAX: usize = 1 << 30;
 /// Bytes of an encoded request, at most: a put of the longest key and value.
 pub const REQUEST_BYTES_MAX: usize = 1 + NONCE_BYTES + 2 + KEY_BYTES_MAX + 4 + VALUE_BYTES_MAX;
 
+/// The request tags kv serves (put, get), for a [`crate::router::Router`].
+pub const TAGS: std::ops::RangeInclusive<u8> = TAG_PUT..=TAG_GET;
+
 const TAG_PUT: u8 = 1;
 const TAG_GET: u8 = 2;
 const TAG_OK: u8 = 0;

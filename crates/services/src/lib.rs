@@ -12,6 +12,7 @@
 
 pub mod answers;
 pub mod kv;
+pub mod router;
 
 /// Where in the total order a request is executed. Identical at every server for a given
 /// request, so a service may use it (e.g. to stamp entries) without diverging.
@@ -63,21 +64,22 @@ pub trait Service: Send {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), ServiceError>;
 
     /// The message the service key must sign (RSASSA-PKCS1-v1_5 with SHA-256, threshold RSA)
-    /// before `answer` can be handed out, or `None` when the answer is complete as it is (the
-    /// Merkle-batch signature of [`answers`] covers every answer in any case). A pure function
-    /// of `answer`: every server derives the same message, so their signature shares combine.
-    /// Used by services whose output stock tools verify: a time-stamp token's signed
-    /// attributes, a certificate's `TBSCertificate`, a CRL, a directory statement.
-    fn signing_message(&self, answer: &[u8]) -> Option<Vec<u8>> {
-        let _ = answer;
+    /// before the `answer` to `request` can be handed out, or `None` when the answer is complete
+    /// as it is (the Merkle-batch signature of [`answers`] covers every answer in any case). A
+    /// pure function of its arguments: every server derives the same message, so their
+    /// signature shares combine. Used by services whose output stock tools verify: a
+    /// time-stamp token's signed attributes, a certificate's `TBSCertificate`, a CRL, a
+    /// directory statement.
+    fn signing_message(&self, request: &[u8], answer: &[u8]) -> Option<Vec<u8>> {
+        let _ = (request, answer);
         None
     }
 
     /// The answer handed to the client once `signature` (the service key's signature over
-    /// [`Service::signing_message`]`(answer)`, already verified by the caller) exists: e.g. the
-    /// DER time-stamp response or the PEM certificate. A pure function of its arguments.
-    fn complete(&self, answer: &[u8], signature: &[u8]) -> Vec<u8> {
-        let _ = signature;
+    /// [`Service::signing_message`], already verified by the caller) exists: e.g. the DER
+    /// time-stamp response or the PEM certificate. A pure function of its arguments.
+    fn complete(&self, request: &[u8], answer: &[u8], signature: &[u8]) -> Vec<u8> {
+        let _ = (request, signature);
         answer.to_vec()
     }
 }
