@@ -63,6 +63,8 @@ pub(crate) struct Gateway {
     pub links: LinksHandle,
     pub timeout: Duration,
     pub request_bytes_max: usize,
+    /// Test-only Byzantine replica ([`crate::Tunables`]): answers are altered before they leave.
+    pub byzantine: bool,
 }
 
 /// Why a request got no answer.
@@ -120,7 +122,12 @@ impl Gateway {
     /// service does not sign on its own), waits for the `SignedAnswer`.
     pub(crate) async fn submit_batch(&self, request: Vec<u8>) -> Result<SignedAnswer, Failure> {
         match self.submit(request).await? {
-            Answered::Batch(signed) => Ok(signed),
+            Answered::Batch(mut signed) => {
+                if self.byzantine {
+                    signed.answer.push(0x5a);
+                }
+                Ok(signed)
+            }
             Answered::Signed { .. } => Err(Failure::Malformed(
                 "the service signs this request's answer on its own; use the service's route"
                     .into(),

@@ -93,6 +93,25 @@ pub struct Tunables {
     /// broadcast's validity needs against a Byzantine agreement, at `t + 1` times the bandwidth
     /// of requests). While a restarted server is silent behind its fence it forwards to all.
     pub forward_peers: usize,
+    /// Test-only (feature `byzantine`): this server signs wrong answer shares (and proves them
+    /// as such when asked) and hands its clients altered answers, so that tests can show the
+    /// others detect and name it and clients reject what it says.
+    #[cfg(feature = "byzantine")]
+    pub byzantine: bool,
+}
+
+impl Tunables {
+    /// Whether this server plays the Byzantine replica (always false without the feature).
+    pub(crate) fn is_byzantine(&self) -> bool {
+        #[cfg(feature = "byzantine")]
+        {
+            self.byzantine
+        }
+        #[cfg(not(feature = "byzantine"))]
+        {
+            false
+        }
+    }
 }
 
 impl Default for Tunables {
@@ -104,6 +123,8 @@ impl Default for Tunables {
             http_body_bytes_max: HTTP_BODY_BYTES_MAX,
             submit_queue_max: SUBMIT_QUEUE_MAX,
             forward_peers: 0,
+            #[cfg(feature = "byzantine")]
+            byzantine: false,
         }
     }
 }
@@ -329,6 +350,7 @@ impl Node {
         let signer_keys = keys.clone();
         let signer_instance = instance.as_bytes().to_vec();
         let signer_links = links.clone();
+        let byzantine = tunables.is_byzantine();
         let signer_events = event_tx.clone();
         threads.push(
             std::thread::Builder::new()
@@ -341,6 +363,7 @@ impl Node {
                         signer_instance,
                         signer_links,
                         signer_events,
+                        byzantine,
                     )
                 })
                 .map_err(|error| NodeError::Config(error.to_string()))?,
@@ -393,6 +416,7 @@ impl Node {
             links: links.clone(),
             timeout: tunables.request_timeout,
             request_bytes_max: abc_config.request_bytes_max,
+            byzantine,
         };
         tasks.push(tokio::spawn(gateway::serve_http(
             gateway_listener,

@@ -48,8 +48,18 @@ pub(crate) fn run(
     instance: Vec<u8>,
     links: LinksHandle,
     events: mpsc::Sender<Event>,
+    byzantine: bool,
 ) {
     let mut rng = rand_core::OsRng;
+    // The test-only Byzantine replica signs (and proves) another digest: well-formed shares
+    // that do not combine, which the combiner must detect and name.
+    let sign_digest = |digest: [u8; 32]| {
+        let mut digest = digest;
+        if byzantine {
+            digest[0] ^= 0x80;
+        }
+        digest
+    };
     while let Ok(job) = jobs.recv() {
         match job {
             SignJob::Sign {
@@ -57,7 +67,7 @@ pub(crate) fn run(
                 item,
                 digest,
             } => {
-                let share = keys.service.sign_digest(&group.service, &digest);
+                let share = keys.service.sign_digest(&group.service, &sign_digest(digest));
                 let message = NodeMessage::AnswerShare {
                     round,
                     item,
@@ -79,9 +89,13 @@ pub(crate) fn run(
                 peer,
             } => {
                 let context = Context::new(ANSWER_PROOF_PURPOSE, &instance);
-                let proof =
-                    keys.service
-                        .prove_digest(&group.service, &context, &digest, &share, &mut rng);
+                let proof = keys.service.prove_digest(
+                    &group.service,
+                    &context,
+                    &sign_digest(digest),
+                    &share,
+                    &mut rng,
+                );
                 let message = NodeMessage::AnswerProof {
                     round,
                     item,
