@@ -56,6 +56,9 @@ pub const EARLY_SHARE_ROUNDS_MAX: u64 = 256;
 pub const OWN_SHARES_MAX: usize = 16 * 1024;
 /// Peers' shares kept for items not executed here yet, all peers and items together.
 pub const EARLY_SHARES_MAX: usize = 64 * 1024;
+/// Executed requests remembered by digest, to answer a client that retries one: the requests of
+/// the most recent rounds, up to this many (older retries get 503 and should resubmit).
+pub const RECENT_REQUESTS_MAX: usize = 64 * 1024;
 /// Checkpoint rounds for which peers' shares are collected at once (one statement per peer).
 pub const CHECKPOINT_ROUNDS_PENDING_MAX: usize = 64;
 /// Bytes of round records one reply part carries (a link message is at most 8 MiB).
@@ -174,6 +177,10 @@ struct State {
     own: BTreeMap<Key, rsa::SignatureShare>,
     /// Digests signed by the items of the rounds executed here.
     digests: BTreeMap<Key, [u8; 32]>,
+    /// Recently executed requests: SHA-256 of the request → (round, index in the round, item).
+    recent: HashMap<[u8; 32], (u64, usize, Item)>,
+    /// The digests in `recent`, oldest round first, to forget them in order.
+    recent_order: std::collections::VecDeque<[u8; 32]>,
     checkpoint_shares:
         BTreeMap<u64, BTreeMap<ServerId, (CheckpointStatement, bls::SignatureShare)>>,
     own_statements: BTreeMap<u64, CheckpointStatement>,
@@ -198,6 +205,8 @@ impl Coordinator {
             early_count: 0,
             own: BTreeMap::new(),
             digests: BTreeMap::new(),
+            recent: HashMap::new(),
+            recent_order: std::collections::VecDeque::new(),
             checkpoint_shares: BTreeMap::new(),
             own_statements: BTreeMap::new(),
             transfer: None,
@@ -280,6 +289,12 @@ impl Coordinator {
             // Dropping the sender tells the gateway (it answers 503).
             return;
         }
+        if let Some(&(round, index, item)) = state.recent.get(&registration.digest) {
+            // A retry of a request executed already: atomic broadcast will not deliver it
+            // again, so it is answered from the store.
+            self.answer_again(state, (round, item), index, registration.reply);
+            return;
+        }
         state.waiter_count += 1;
         state
             .waiters
@@ -360,6 +375,112 @@ impl Coordinator {
         true
     }
 
+    /// Answers a client whose request was executed in `round` (answer `index`) before it
+    /// registered: joins the item's collection if one is under way, or starts one from the
+    /// stored answers with this server's own share and asks the peers for theirs again.
+    fn answer_again(
+        &self,
+        state: &mut State,
+        key: Key,
+        index: usize,
+        reply: oneshot::Sender<Answered>,
+    ) {
+        if let Some(answer_round) = state.rounds.get_mut(&key) {
+            state.waiter_count += 1;
+            answer_round.waiting.push((index, reply));
+            return;
+        }
+        let (round, item) = key;
+        let (Some(digest), Some(own)) = (state.digests.get(&key), state.own.get(&key)) else {
+            debug!(round, item, "retried request too old to be signed again");
+            return;
+        };
+        let (digest, own) = (*digest, own.clone());
+        let rebuilt = (|| -> Result<Option<(AnswerBatch, Vec<Vec<u8>>, Vec<Vec<u8>>)>, String> {
+            let Some((first, count, root)) = self
+                .store
+                .round_boundary(round)
+                .map_err(|error| error.to_string())?
+            else {
+                return Ok(None);
+            };
+            let end = first + count;
+            let requests: Vec<Vec<u8>> = self
+                .store
+                .log(first, end)
+                .map_err(|error| error.to_string())?
+                .into_iter()
+                .map(|entry| entry.request)
+                .collect();
+            let answers = self
+                .store
+                .answers(first, end)
+                .map_err(|error| error.to_string())?;
+            if requests.len() as u64 != count || answers.len() as u64 != count {
+                return Ok(None);
+            }
+            let leaves = requests
+                .iter()
+                .zip(&answers)
+                .enumerate()
+                .map(|(offset, (request, answer))| {
+                    answers::leaf(first + offset as u64, request, answer)
+                })
+                .collect();
+            let batch = AnswerBatch::new(round, first, leaves).map_err(|e| e.to_string())?;
+            Ok((batch.root() == root).then_some((batch, requests, answers)))
+        })();
+        let (batch, requests, answers) = match rebuilt {
+            Ok(Some(rebuilt)) => rebuilt,
+            Ok(None) => {
+                error!(round, "the stored round does not rebuild its answer batch");
+                return;
+            }
+            Err(error) => {
+                error!(round, %error, "the stored round cannot be read");
+                return;
+            }
+        };
+        let mut shares = BTreeMap::new();
+        shares.insert(self.me, own);
+        state.waiter_count += 1;
+        state.rounds.insert(
+            key,
+            AnswerRound {
+                batch: Arc::new(batch),
+                digest,
+                requests: Arc::new(requests),
+                answers: Arc::new(answers),
+                waiting: vec![(index, reply)],
+                shares,
+                bad: BTreeSet::new(),
+                proofs_needed: false,
+                proven: BTreeSet::new(),
+                asked: BTreeSet::new(),
+            },
+        );
+        let ask = NodeMessage::ShareRequest { round, item };
+        let _ = self.links.broadcast(Bytes::from(ask.to_bytes()));
+        self.try_combine(state, key);
+    }
+
+    /// Remembers the requests of an executed round by digest (for retries), forgetting the
+    /// oldest beyond [`RECENT_REQUESTS_MAX`].
+    fn remember(&self, state: &mut State, round: u64, requests: &[Vec<u8>], item_of: &[Item]) {
+        for (index, request) in requests.iter().enumerate() {
+            let digest: [u8; 32] = Sha256::digest(request).into();
+            let item = item_of.get(index).copied().unwrap_or(0);
+            if state.recent.insert(digest, (round, index, item)).is_none() {
+                state.recent_order.push_back(digest);
+            }
+        }
+        while state.recent_order.len() > RECENT_REQUESTS_MAX {
+            if let Some(old) = state.recent_order.pop_front() {
+                state.recent.remove(&old);
+            }
+        }
+    }
+
     fn on_executed(&mut self, state: &mut State, executed: Executed) {
         let Executed {
             round,
@@ -392,6 +513,7 @@ impl Coordinator {
         while state.digests.len() > OWN_SHARES_MAX {
             state.digests.pop_first();
         }
+        self.remember(state, round, &requests, &item_of);
         let mut waiting: BTreeMap<Item, Vec<(usize, oneshot::Sender<Answered>)>> = BTreeMap::new();
         if !state.waiters.is_empty() {
             for (index, request) in requests.iter().enumerate() {
@@ -668,6 +790,17 @@ impl Coordinator {
                     return;
                 }
                 self.add_share(state, from, (round, item), share);
+            }
+            NodeMessage::ShareRequest { round, item } => {
+                // The share was sent once already; sending it again costs no exponentiation.
+                if let Some(share) = state.own.get(&(round, item)) {
+                    let again = NodeMessage::AnswerShare {
+                        round,
+                        item,
+                        share: share.clone(),
+                    };
+                    self.send(from, &again);
+                }
             }
             NodeMessage::ProofRequest { round, item } => {
                 if let (Some(share), Some(digest)) = (

@@ -189,6 +189,7 @@ impl Executor {
                 first,
                 time_ms,
                 requests: &requests,
+                answers: &answers,
                 root,
                 log_digest,
                 snapshot: snapshot.as_deref(),

@@ -31,6 +31,8 @@ const TAG_FETCH_ROUNDS: u8 = 7;
 const TAG_ROUNDS: u8 = 8;
 /// Tag of [`NodeMessage::Forward`].
 const TAG_FORWARD: u8 = 9;
+/// Tag of [`NodeMessage::ShareRequest`].
+const TAG_SHARE_REQUEST: u8 = 10;
 
 /// The most round records in one [`NodeMessage::Rounds`] (the byte limit of a link message
 /// bounds it further; see [`crate::TRANSFER_REPLY_BYTES_MAX`]).
@@ -121,6 +123,14 @@ pub enum NodeMessage {
         /// The encoded service request.
         request: Vec<u8>,
     },
+    /// "Send me your share of `item` of `round` again": a client retried a request executed
+    /// earlier, and the shares of its round were not kept (nobody was waiting then).
+    ShareRequest {
+        /// The round.
+        round: u64,
+        /// The item.
+        item: Item,
+    },
 }
 
 impl Encode for NodeMessage {
@@ -188,6 +198,11 @@ impl Encode for NodeMessage {
             Self::Forward { request } => {
                 out.push(TAG_FORWARD);
                 put_bytes(out, request);
+            }
+            Self::ShareRequest { round, item } => {
+                out.push(TAG_SHARE_REQUEST);
+                out.extend_from_slice(&round.to_be_bytes());
+                out.extend_from_slice(&item.to_be_bytes());
             }
         }
     }
@@ -262,6 +277,10 @@ impl Decode for NodeMessage {
                 records: reader.vec("round records", ROUND_RECORDS_MAX)?,
                 certificate: decode_option(reader)?,
             },
+            TAG_SHARE_REQUEST => Self::ShareRequest {
+                round: reader.u64()?,
+                item: decode_item(reader)?,
+            },
             TAG_FORWARD => Self::Forward {
                 request: reader
                     .bytes("forwarded request", crate::store::RECORD_REQUEST_BYTES_MAX)?
@@ -309,6 +328,7 @@ mod tests {
                     .unwrap(),
             },
             NodeMessage::ProofRequest { round: 9, item: 0 },
+            NodeMessage::ShareRequest { round: 8, item: 2 },
             NodeMessage::ProofRequest {
                 round: 9,
                 item: ITEM_MAX,

@@ -35,6 +35,9 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
+/// Position → the service's answer: a client that retries an executed request (at this server
+/// or another) is answered from here, with the round's signature collected again.
+const ANSWERS: TableDefinition<u64, &[u8]> = TableDefinition::new("answers");
 
 /// A store that cannot be opened, read or written. Every variant names the file.
 #[derive(Debug, Error)]
@@ -129,6 +132,8 @@ pub struct RoundCommit<'a> {
     pub time_ms: u64,
     /// Its requests.
     pub requests: &'a [Vec<u8>],
+    /// The service's answers to them, one per request.
+    pub answers: &'a [Vec<u8>],
     /// The root of its answer batch.
     pub root: [u8; 32],
     /// The chained log digest after it.
@@ -258,6 +263,7 @@ impl Store {
             txn.open_table(ROUNDS).map_err(|e| self.foreign(e))?;
             txn.open_table(CHECKPOINTS).map_err(|e| self.foreign(e))?;
             txn.open_table(SNAPSHOT).map_err(|e| self.foreign(e))?;
+            txn.open_table(ANSWERS).map_err(|e| self.foreign(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -314,6 +320,12 @@ impl Store {
                 entry.extend_from_slice(&commit.time_ms.to_be_bytes());
                 entry.extend_from_slice(request);
                 log.insert(commit.first + offset as u64, entry.as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+            let mut answers = txn.open_table(ANSWERS).map_err(|e| self.io(e))?;
+            for (offset, answer) in commit.answers.iter().enumerate() {
+                answers
+                    .insert(commit.first + offset as u64, answer.as_slice())
                     .map_err(|e| self.io(e))?;
             }
             let mut rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
@@ -488,6 +500,18 @@ impl Store {
         Ok(entries)
     }
 
+    /// The answers stored for positions `from .. to` (a position without one is skipped).
+    pub fn answers(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let answers = txn.open_table(ANSWERS).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        for entry in answers.range(from..to).map_err(|e| self.io(e))? {
+            let (_, value) = entry.map_err(|e| self.io(e))?;
+            out.push(value.value().to_vec());
+        }
+        Ok(out)
+    }
+
     /// The answer-batch root recorded for `round`, with its first position and count.
     pub fn round_boundary(&self, round: u64) -> Result<Option<(u64, u64, [u8; 32])>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
@@ -533,6 +557,7 @@ mod tests {
                     first: 0,
                     time_ms: 1_700_000_000_000,
                     requests: &requests,
+                    answers: &[b"A".to_vec(), b"BC".to_vec()],
                     root: [7; 32],
                     log_digest: [9; 32],
                     snapshot: None,
@@ -544,6 +569,7 @@ mod tests {
                     first: 2,
                     time_ms: 1_700_000_000_500,
                     requests: &[],
+                    answers: &[],
                     root: [0; 32],
                     log_digest: [9; 32],
                     snapshot: Some(b"snap"),
@@ -571,6 +597,7 @@ mod tests {
             (1_700_000_000_000, 1_700_000_000_500)
         );
         assert_eq!(store.snapshot().unwrap().unwrap().bytes, b"snap");
+        assert_eq!(store.answers(1, 10).unwrap(), [b"BC".to_vec()]);
         let log = store.log(0, 10).unwrap();
         assert_eq!(log.len(), 2);
         assert_eq!(

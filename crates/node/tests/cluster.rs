@@ -610,3 +610,36 @@ async fn a_bad_answer_share_is_blamed_and_the_answer_still_comes() {
     byzantine.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A client whose server went silent after submitting retries the same request (same nonce,
+/// same bytes) at another server. Atomic broadcast delivers it once; the second server answers
+/// from its store, collecting the round's signature again, and a third retry at the first server
+/// is answered the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_request_is_answered_again_from_the_store() {
+    logs();
+    let cluster = Cluster::start(&[1, 2, 3, 4]).await;
+    let target = "/v1/kv/put?key=once&nonce=000102030405060708090a0b0c0d0e0f";
+    let mut answers = Vec::new();
+    for at in [1u16, 2, 1, 4] {
+        let (status, body) = http(cluster.node(at).gateway_addr(), "POST", target, b"only").await;
+        assert_eq!(
+            status,
+            200,
+            "attempt at {at}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let answer = signed(&body);
+        verify_against_log(&cluster, at, &answer);
+        answers.push(answer);
+    }
+    for answer in &answers[1..] {
+        assert_eq!(answer.position, answers[0].position, "delivered once");
+        assert_eq!(answer.answer, answers[0].answer);
+        assert_eq!(answer.signature, answers[0].signature);
+    }
+    let height = cluster.settle(&[1, 2, 3, 4], 1).await;
+    assert_eq!(height, 1, "the retries were not ordered again");
+    cluster.assert_same_logs(&[1, 2, 3, 4], height);
+    cluster.shutdown().await;
+}
