@@ -137,6 +137,13 @@ struct AnswerRound {
     asked: BTreeSet<ServerId>,
 }
 
+/// A round read back from the store to answer a retry.
+struct StoredRound {
+    batch: AnswerBatch,
+    requests: Vec<Vec<u8>>,
+    answers: Vec<Vec<u8>>,
+}
+
 /// A state transfer under way.
 struct Transfer {
     peer: ServerId,
@@ -396,42 +403,9 @@ impl Coordinator {
             return;
         };
         let (digest, own) = (*digest, own.clone());
-        let rebuilt = (|| -> Result<Option<(AnswerBatch, Vec<Vec<u8>>, Vec<Vec<u8>>)>, String> {
-            let Some((first, count, root)) = self
-                .store
-                .round_boundary(round)
-                .map_err(|error| error.to_string())?
-            else {
-                return Ok(None);
-            };
-            let end = first + count;
-            let requests: Vec<Vec<u8>> = self
-                .store
-                .log(first, end)
-                .map_err(|error| error.to_string())?
-                .into_iter()
-                .map(|entry| entry.request)
-                .collect();
-            let answers = self
-                .store
-                .answers(first, end)
-                .map_err(|error| error.to_string())?;
-            if requests.len() as u64 != count || answers.len() as u64 != count {
-                return Ok(None);
-            }
-            let leaves = requests
-                .iter()
-                .zip(&answers)
-                .enumerate()
-                .map(|(offset, (request, answer))| {
-                    answers::leaf(first + offset as u64, request, answer)
-                })
-                .collect();
-            let batch = AnswerBatch::new(round, first, leaves).map_err(|e| e.to_string())?;
-            Ok((batch.root() == root).then_some((batch, requests, answers)))
-        })();
+        let rebuilt = self.stored_round(round);
         let (batch, requests, answers) = match rebuilt {
-            Ok(Some(rebuilt)) => rebuilt,
+            Ok(Some(stored)) => (stored.batch, stored.requests, stored.answers),
             Ok(None) => {
                 error!(round, "the stored round does not rebuild its answer batch");
                 return;
@@ -462,6 +436,47 @@ impl Coordinator {
         let ask = NodeMessage::ShareRequest { round, item };
         let _ = self.links.broadcast(Bytes::from(ask.to_bytes()));
         self.try_combine(state, key);
+    }
+
+    /// A round's answer batch rebuilt from the store, `None` if the store lacks it or it does
+    /// not lead to the stored root.
+    fn stored_round(&self, round: u64) -> Result<Option<StoredRound>, String> {
+        let Some((first, count, root)) = self
+            .store
+            .round_boundary(round)
+            .map_err(|error| error.to_string())?
+        else {
+            return Ok(None);
+        };
+        let end = first + count;
+        let requests: Vec<Vec<u8>> = self
+            .store
+            .log(first, end)
+            .map_err(|error| error.to_string())?
+            .into_iter()
+            .map(|entry| entry.request)
+            .collect();
+        let answers = self
+            .store
+            .answers(first, end)
+            .map_err(|error| error.to_string())?;
+        if requests.len() as u64 != count || answers.len() as u64 != count {
+            return Ok(None);
+        }
+        let leaves = requests
+            .iter()
+            .zip(&answers)
+            .enumerate()
+            .map(|(offset, (request, answer))| {
+                answers::leaf(first + offset as u64, request, answer)
+            })
+            .collect();
+        let batch = AnswerBatch::new(round, first, leaves).map_err(|e| e.to_string())?;
+        Ok((batch.root() == root).then_some(StoredRound {
+            batch,
+            requests,
+            answers,
+        }))
     }
 
     /// Remembers the requests of an executed round by digest (for retries), forgetting the
