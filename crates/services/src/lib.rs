@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 pub mod answers;
+pub mod directory;
 pub mod kv;
+pub mod notary;
 
 /// Where in the total order a request is executed. Identical at every server for a given
 /// request, so a service may use it (e.g. to stamp entries) without diverging.
