@@ -369,7 +369,7 @@ fn generalized_time(time_ms: u64) -> Option<String> {
     if time_ms > GEN_TIME_MS_MAX {
         return None;
     }
-    let date = der::DateTime::from_unix_duration(Duration::from_millis(time_ms)).ok()?;
+    let date = der::DateTime::from_unix_duration(Duration::from_secs(time_ms / 1000)).ok()?;
     let mut text = format!(
         "{:04}{:02}{:02}{:02}{:02}{:02}",
         date.year(),

@@ -133,6 +133,44 @@ fn owners_create_and_update_and_lookups_verify() {
 }
 
 #[test]
+fn openssl_verifies_the_statement_with_the_service_key() {
+    let mut directory = Directory::new();
+    serve(&mut directory, 0, &put(&owner(1), "k", b"v", 1));
+    let lookup = serve(&mut directory, 1, &get("k"));
+    let stated = verify_lookup(&lookup, service_key()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&lookup).unwrap();
+    let signature = hex::decode(json["signature"].as_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("statement.bin"), stated.statement()).unwrap();
+    std::fs::write(dir.path().join("sig.bin"), signature).unwrap();
+    std::fs::write(
+        dir.path().join("service-key.pem"),
+        service_key().to_public_key_pem(),
+    )
+    .unwrap();
+    let output = std::process::Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "service-key.pem",
+            "-signature",
+            "sig.bin",
+            "statement.bin",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("Verified OK"), "{stdout}");
+}
+
+#[test]
 fn absence_is_a_signed_statement() {
     let mut directory = Directory::new();
     let lookup = serve(&mut directory, 3, &get("nobody"));
