@@ -38,6 +38,7 @@ use der::{
     Tagged, Writer,
 };
 use sha2::{Digest, Sha256};
+use sintra_crypto::rsa;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::attr::Attribute;
 use x509_cert::ext::Extensions;
@@ -108,7 +109,7 @@ pub enum NotaryError {
 
 /// A failInfo bit of a rejection (RFC 3161 §2.4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailInfo {
+enum FailInfo {
     /// Unrecognized or unsupported hash algorithm.
     BadAlg,
     /// The request's tag is not one the notary knows.
@@ -463,6 +464,17 @@ impl Notary {
             &self.certificate_der,
         )
         .unwrap_or_default()
+    }
+
+    /// Whether the TSA certificate names `service_key` (its SubjectPublicKeyInfo is the key's):
+    /// a node checks this at start, since tokens signed by the service key verify only under a
+    /// certificate for that key.
+    pub fn certifies(&self, service_key: &rsa::PublicKey) -> bool {
+        self.certificate
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .is_ok_and(|spki| spki == service_key.to_public_key_der())
     }
 
     /// The latest `genTime` granted, ms since the Unix epoch (0 before the first).

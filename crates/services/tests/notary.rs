@@ -112,7 +112,9 @@ fn tsa_certificate() -> &'static Vec<u8> {
 }
 
 fn notary() -> Notary {
-    Notary::new(tsa_certificate()).unwrap()
+    let notary = Notary::new(tsa_certificate()).unwrap();
+    assert!(notary.certifies(&group().0.service));
+    notary
 }
 
 /// Runs openssl in `dir`, returning stdout; panics with stderr when it fails.
@@ -474,6 +476,16 @@ fn two_instances_agree_on_answers_signing_messages_and_snapshots() {
 #[test]
 fn a_certificate_without_time_stamping_usage_is_refused() {
     assert!(Notary::new(b"not a certificate").is_err());
+    let mut rng = ChaCha20Rng::from_seed([12; 32]);
+    let primes = rsa::generate_primes(1024, &mut rng, &mut |_| {}).unwrap();
+    let (other, _) = deal_with_primes(
+        GroupParameters::new(4, None).unwrap(),
+        &primes,
+        &mut rng,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!notary().certifies(&other.service));
     let mut certificate = Certificate::from_der(tsa_certificate()).unwrap();
     certificate.tbs_certificate.extensions = None;
     assert_eq!(
