@@ -81,8 +81,10 @@ pub(crate) enum Answered {
     /// The answer with its path in the round's answer batch and the batch signature.
     Batch(SignedAnswer),
     /// An answer the service key signed on its own (its `signing_message`), with that
-    /// signature, verified: the gateway completes it with the service's `complete`.
+    /// signature, verified: the gateway completes it with the service's `complete`. The
+    /// request is the executed one (for a confidential request, the decrypted plaintext).
     Signed {
+        request: Vec<u8>,
         answer: Vec<u8>,
         signature: rsa::Signature,
     },
@@ -758,6 +760,7 @@ impl Coordinator {
                 // The service key signed this answer's own message; `combine_digest` verified it.
                 self.metrics.answers_signed.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Answered::Signed {
+                    request: request.clone(),
                     answer: answer.clone(),
                     signature: signature.clone(),
                 });

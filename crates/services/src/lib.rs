@@ -4,14 +4,17 @@
 //! A [`Service`] is a deterministic state machine: every server executes the same ordered
 //! requests with the same [`ExecutionContext`] and must reach the same state and the same
 //! answers, so a service never reads clocks, randomness or anything outside its arguments, and a
-//! request it cannot parse gets a deterministic error answer rather than a panic. The built-in
-//! service is the key-value store of [`kv`]. The module [`answers`] turns the answers of one
+//! request it cannot parse gets a deterministic error answer rather than a panic. The services
+//! are the key-value store of [`kv`], the RFC 3161 time-stamping authority of [`notary`] and the
+//! owner-signed directory of [`directory`]. The module [`answers`] turns the answers of one
 //! atomic-broadcast round into a Merkle tree whose root the servers sign with the threshold RSA
 //! service key, and lets a client check its [`answers::SignedAnswer`] with that key alone.
 #![forbid(unsafe_code)]
 
 pub mod answers;
+pub mod directory;
 pub mod kv;
+pub mod notary;
 pub mod router;
 
 /// Where in the total order a request is executed. Identical at every server for a given
