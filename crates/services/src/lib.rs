@@ -5,13 +5,16 @@
 //! requests with the same [`ExecutionContext`] and must reach the same state and the same
 //! answers, so a service never reads clocks, randomness or anything outside its arguments, and a
 //! request it cannot parse gets a deterministic error answer rather than a panic. The built-in
-//! service is the key-value store of [`kv`]. The module [`answers`] turns the answers of one
+//! services are the key-value store of [`kv`] and the certification authority of [`ca`] (with
+//! the X.509 building blocks of [`x509`] it shares with the dealer). The module [`answers`] turns the answers of one
 //! atomic-broadcast round into a Merkle tree whose root the servers sign with the threshold RSA
 //! service key, and lets a client check its [`answers::SignedAnswer`] with that key alone.
 #![forbid(unsafe_code)]
 
 pub mod answers;
+pub mod ca;
 pub mod kv;
+pub mod x509;
 
 /// Where in the total order a request is executed. Identical at every server for a given
 /// request, so a service may use it (e.g. to stamp entries) without diverging.
