@@ -320,6 +320,12 @@ pub fn root_name(group_name: &str) -> Result<Name, X509Error> {
     name(&format!("{group_name} root CA"), Some(group_name))
 }
 
+/// Checks that `der` is one X.509 certificate (what a loader does before handing it on).
+pub fn check_certificate(der: &[u8]) -> Result<(), X509Error> {
+    x509_cert::Certificate::from_der(der)?;
+    Ok(())
+}
+
 /// PEM text of `der` under `label`, with LF line endings.
 pub fn to_pem(label: &str, der: &[u8]) -> Result<String, X509Error> {
     der::pem::encode_string(label, LineEnding::LF, der)
