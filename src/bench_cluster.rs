@@ -576,10 +576,7 @@ fn write_run_dir(
             link_key: entry.link_key.clone(),
         })
         .collect();
-    let run_group = GroupFile {
-        servers,
-        keys: group.keys.clone(),
-    };
+    let run_group = GroupFile::new(servers, group.keys.clone());
     run_group
         .check()
         .map_err(|message| anyhow::anyhow!("the run's group file would be invalid: {message}"))?;

@@ -4,6 +4,15 @@
 //! - `group.toml` — public: `n`, `t`, every server's links endpoint, gateway and link key, every
 //!   public and verification key;
 //! - `service-key.pem` — public: the service's RSA key (SubjectPublicKeyInfo), for stock verifiers;
+//! - `ca-certificate.pem` — public: the certification authority's self-signed root certificate
+//!   for the service key (`CN=<name> root CA, O=<name>`, ten years), what `openssl verify
+//!   -CAfile` trusts;
+//! - `tsa-certificate.pem` — public: the notary's certificate, issued by the root to the same
+//!   service key (`CN=<name> notary`, extended key usage timeStamping, critical);
+//! - `ca-policy.toml` — the CA's default issuing policy (names below `<name>.internal`, RSA of
+//!   2048 bits or more, ECDSA P-256/P-384, 90 days), to edit before the group starts;
+//! - `ca-admin-token` — secret (mode 0600): the random token that authorizes registrations under
+//!   the default policy and revocations; printed once, the policy keeps only its SHA-256;
 //! - `server-<i>/keys.toml` — secret (mode 0600, directory 0700): server `i`'s link secret and
 //!   key shares;
 //! - `server-<i>/config.toml` — server `i`'s own settings (listen addresses, file paths).
@@ -11,8 +20,11 @@
 //! The formats and their loaders are the `sintra-config` crate's (docs/node.md §Files).
 //!
 //! It refuses to write into a directory that already holds a group, so an old key set is never
-//! overwritten by accident. The dealer keeps nothing: the shares are dropped (and zeroized) when
-//! the command ends.
+//! overwritten by accident. The two certificates are signed right after dealing, while the dealer
+//! still holds every share: `t + 1` shares sign each `TBSCertificate`, the combined signature is
+//! verified under the service key, and that is the last use of the shares. The dealer keeps
+//! nothing: it never assembles the RSA private key, and the shares are dropped (and zeroized)
+//! once written, when the command ends.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,6 +40,7 @@ use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{self, GroupKeys, GroupParameters, ServerKeys};
 use sintra_crypto::rsa::MODULUS_BITS_ALLOWED;
 use sintra_net::LinkKeypair;
+use sintra_services::ca::CaPolicy;
 
 /// First port of the default links endpoints: server `i` listens on `(7000 + i)`.
 const LINKS_PORT_BASE: u16 = 7000;
@@ -35,6 +48,18 @@ const LINKS_PORT_BASE: u16 = 7000;
 const GATEWAY_PORT_BASE: u16 = 8000;
 /// The gateway's port is the links port plus this when `--hosts` gives `host:port`.
 const GATEWAY_PORT_OFFSET: u16 = 1000;
+
+/// The group name when `--name` is not given.
+const DEFAULT_NAME: &str = "sintra";
+/// Characters of `--name`, at most: `"<name> root CA"` must fit the 64 characters X.509 allows
+/// a common name.
+const NAME_CHARS_MAX: usize = 56;
+/// Validity of the root and notary certificates (ten years, in days).
+const DEALER_CERTIFICATE_DAYS: u64 = 3650;
+/// Validity of the certificates the CA issues under the default policy, in days.
+const DEFAULT_POLICY_VALIDITY_DAYS: u32 = 90;
+/// Random bytes of the admin token (written as twice as many hex digits).
+const ADMIN_TOKEN_BYTES: usize = 32;
 
 /// Arguments of `sintra keygen`.
 #[derive(Args, Debug)]
@@ -56,6 +81,10 @@ pub struct KeygenArgs {
     /// in brackets. Default: 127.0.0.1 for every server.
     #[arg(long, value_delimiter = ',')]
     hosts: Option<Vec<String>>,
+    /// The group's name in its certificates: `CN=<name> root CA, O=<name>` and
+    /// `CN=<name> notary`; 1 to 56 printable characters.
+    #[arg(long, default_value = "sintra")]
+    name: String,
 }
 
 impl KeygenArgs {
@@ -69,6 +98,7 @@ impl KeygenArgs {
             out,
             rsa_bits: 2048,
             hosts: None,
+            name: DEFAULT_NAME.to_owned(),
         }
     }
 
@@ -118,6 +148,7 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
         );
     }
     let addresses = addresses(&args, parameters.servers)?;
+    check_name(&args.name)?;
     if args.out.join("group.toml").exists() {
         bail!(
             "{} already holds a group (group.toml); choose another --out or remove it first",
@@ -139,10 +170,33 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
         &mut rand::rngs::OsRng,
         &mut progress,
     )?;
-    write_all(&args.out, &group, servers, &addresses)?;
+    let services = service_files(&args.name, &group, &servers)?;
+    write_all(&args.out, &group, servers, &addresses, &services)?;
 
     println!("wrote {}", args.out.join("group.toml").display());
     println!("wrote {}", args.out.join("service-key.pem").display());
+    println!(
+        "wrote {}  (root certificate: {} root CA)",
+        args.out.join(CA_CERTIFICATE_FILE).display(),
+        args.name
+    );
+    println!(
+        "wrote {}  (notary certificate)",
+        args.out.join(TSA_CERTIFICATE_FILE).display()
+    );
+    println!(
+        "wrote {}  (CA policy: names matching {}; edit before starting the group)",
+        args.out.join(CA_POLICY_FILE).display(),
+        services.pattern
+    );
+    println!(
+        "wrote {}  (mode 0600)",
+        args.out.join(CA_ADMIN_TOKEN_FILE).display()
+    );
+    println!(
+        "CA admin/registration token (shown once; the policy keeps only its SHA-256): {}",
+        services.admin_token
+    );
     for (id, addresses) in ServerId::all(parameters.servers).zip(&addresses) {
         println!(
             "wrote {}  ({id}, links {}, gateway {})",
@@ -234,19 +288,138 @@ fn listen_ip(host: &str) -> IpAddr {
     }
 }
 
+/// File names of the service files, beside `group.toml`.
+const CA_CERTIFICATE_FILE: &str = "ca-certificate.pem";
+const TSA_CERTIFICATE_FILE: &str = "tsa-certificate.pem";
+const CA_POLICY_FILE: &str = "ca-policy.toml";
+const CA_ADMIN_TOKEN_FILE: &str = "ca-admin-token";
+
+/// What the dealer writes for the services besides the keys.
+struct ServiceFiles {
+    ca_certificate_pem: String,
+    tsa_certificate_pem: String,
+    policy_toml: String,
+    /// The name pattern of the default policy.
+    pattern: String,
+    /// The admin token (hex), shown once.
+    admin_token: String,
+}
+
+/// Refuses a group name that is empty, too long or not printable.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty()
+        || name.chars().count() > NAME_CHARS_MAX
+        || name.chars().any(char::is_control)
+    {
+        bail!("--name {name:?}: give 1 to {NAME_CHARS_MAX} printable characters");
+    }
+    Ok(())
+}
+
+/// The default policy's DNS label for a group name: lower case, every other character a `-`.
+fn name_label(name: &str) -> String {
+    let label: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let label = label.trim_matches('-');
+    let label = &label[..label.len().min(63)];
+    if label.is_empty() {
+        DEFAULT_NAME.to_owned()
+    } else {
+        label.trim_end_matches('-').to_owned()
+    }
+}
+
+/// The service key's signature on `message`, made with `t + 1` of the shares the dealer still
+/// holds and verified under the public key.
+fn sign_with_shares(
+    group: &GroupKeys,
+    servers: &[ServerKeys],
+    message: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let public = &group.service;
+    let shares: Vec<_> = servers
+        .iter()
+        .take(public.threshold())
+        .map(|server| server.service.sign(public, message))
+        .collect();
+    let signature = public
+        .combine(message, &shares)
+        .map_err(|error| anyhow::anyhow!("combining the certificate signature: {error}"))?;
+    public
+        .verify(message, &signature)
+        .map_err(|error| anyhow::anyhow!("the certificate signature does not verify: {error}"))?;
+    Ok(signature.as_bytes().to_vec())
+}
+
+/// The root and notary certificates, the default CA policy and its admin token.
+fn service_files(
+    name: &str,
+    group: &GroupKeys,
+    servers: &[ServerKeys],
+) -> anyhow::Result<ServiceFiles> {
+    use rand::RngCore as _;
+    use sintra_services::x509;
+
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let not_after_s = now_s + DEALER_CERTIFICATE_DAYS * x509::SECONDS_PER_DAY;
+    let spki = group.service.to_public_key_der();
+    let certificate = |tbs: Vec<u8>| -> anyhow::Result<String> {
+        let signature = sign_with_shares(group, servers, &tbs)?;
+        let der = x509::assemble(&tbs, &signature)?;
+        Ok(x509::to_pem(x509::PEM_LABEL_CERTIFICATE, &der)?)
+    };
+    let ca_certificate_pem = certificate(x509::root_tbs(name, &spki, now_s, not_after_s)?)?;
+    let tsa_certificate_pem = certificate(x509::notary_tbs(name, &spki, now_s, not_after_s)?)?;
+
+    let mut token = [0u8; ADMIN_TOKEN_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    let admin_token = hex::encode(token);
+    let pattern = format!("*.{}.internal", name_label(name));
+    let policy = CaPolicy::with_token(
+        &pattern,
+        admin_token.as_bytes(),
+        DEFAULT_POLICY_VALIDITY_DAYS,
+    );
+    policy.check()?;
+    let policy_toml = format!(
+        "# The issuing policy of the {name} certification authority (docs/services/ca.md).\n\
+         # Every server must load the same file. Tokens are stored as SHA-256 hex only.\n{}",
+        policy.to_toml()?
+    );
+    Ok(ServiceFiles {
+        ca_certificate_pem,
+        tsa_certificate_pem,
+        policy_toml,
+        pattern,
+        admin_token,
+    })
+}
+
 fn write_all(
     out: &Path,
     group: &GroupKeys,
     servers: Vec<ServerKeys>,
     addresses: &[Addresses],
+    services: &ServiceFiles,
 ) -> anyhow::Result<()> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let link_keys: Vec<LinkKeypair> = servers
         .iter()
         .map(|_| LinkKeypair::generate(&mut rand::rngs::OsRng))
         .collect();
-    let group_file = GroupFile {
-        servers: servers
+    let mut group_file = GroupFile::new(
+        servers
             .iter()
             .zip(addresses)
             .zip(&link_keys)
@@ -257,8 +430,11 @@ fn write_all(
                 link_key: link.public().to_hex(),
             })
             .collect(),
-        keys: group.clone(),
-    };
+        group.clone(),
+    );
+    group_file.ca_certificate = Some(PathBuf::from(CA_CERTIFICATE_FILE));
+    group_file.tsa_certificate = Some(PathBuf::from(TSA_CERTIFICATE_FILE));
+    group_file.ca_policy = Some(PathBuf::from(CA_POLICY_FILE));
     // What the dealer writes must load: the same checks a server runs at start-up.
     group_file
         .check()
@@ -272,6 +448,18 @@ fn write_all(
         out.join("service-key.pem"),
         group.service.to_public_key_pem().as_bytes(),
         0o644,
+    )?;
+    for (file, contents) in [
+        (CA_CERTIFICATE_FILE, &services.ca_certificate_pem),
+        (TSA_CERTIFICATE_FILE, &services.tsa_certificate_pem),
+        (CA_POLICY_FILE, &services.policy_toml),
+    ] {
+        write_file(out.join(file), contents.as_bytes(), 0o644)?;
+    }
+    write_file(
+        out.join(CA_ADMIN_TOKEN_FILE),
+        format!("{}\n", services.admin_token).as_bytes(),
+        0o600,
     )?;
     for ((shares, addresses), link) in servers.into_iter().zip(addresses).zip(&link_keys) {
         let id = shares.id;
@@ -351,6 +539,7 @@ mod tests {
             out: PathBuf::from("unused"),
             rsa_bits: 2048,
             hosts: hosts.map(|hosts| hosts.split(',').map(str::to_owned).collect()),
+            name: DEFAULT_NAME.to_owned(),
         }
     }
 

@@ -2,7 +2,10 @@
 //! announces in `service-key.pem` verifies threshold-RSA signatures with stock openssl.
 //! Every server's files load back through `sintra-config` (link keys that match, gateway
 //! endpoints, listen addresses). Also: impossible groups (`n <= 3t`), unknown RSA sizes and
-//! unusable `--hosts` are refused with a clear message.
+//! unusable `--hosts` are refused with a clear message. The dealer's root and notary
+//! certificates verify with `openssl verify`, the group file names them and the default CA
+//! policy, the admin token it prints is the one whose digest the policy holds (its file private),
+//! and a CA built from those files issues a certificate openssl accepts under the root.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,6 +32,8 @@ fn keygen_writes_a_group_whose_service_key_openssl_accepts() {
         out.to_str().unwrap(),
         "--hosts",
         "10.0.0.1:7001,10.0.0.2:7001,node-3,127.0.0.1:7004",
+        "--name",
+        "Example Group",
     ]);
     assert!(
         output.status.success(),
@@ -132,6 +137,8 @@ fn keygen_writes_a_group_whose_service_key_openssl_accepts() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stdout).contains("Verification failure"));
 
+    check_service_files(&out, &stdout, &group, &servers, dir.path());
+
     // A second run into the same directory is refused: old keys are never overwritten.
     let again = sintra(&["keygen", "--servers", "4", "--out", out.to_str().unwrap()]);
     assert!(!again.status.success());
@@ -195,5 +202,162 @@ fn keygen_refuses_impossible_groups_clearly() {
     ]);
     assert!(!shared.status.success());
     assert!(String::from_utf8_lossy(&shared.stderr).contains("two servers would use a:8001"));
+    let unnamed = sintra(&["keygen", "--servers", "4", "--name", " ", "--out", out]);
+    assert!(!unnamed.status.success());
+    assert!(String::from_utf8_lossy(&unnamed.stderr).contains("--name"));
     assert!(!Path::new(out).join("group.toml").exists());
+}
+
+fn openssl(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// The root and notary certificates, the default policy and the admin token of a dealt group.
+fn check_service_files(
+    out: &Path,
+    stdout: &str,
+    group: &GroupFile,
+    servers: &[sintra_crypto::dealer::ServerKeys],
+    scratch: &Path,
+) {
+    use sintra_services::ca::{self, Ca, CaPolicy};
+    use sintra_services::{ExecutionContext, Service};
+
+    let root = out.join("ca-certificate.pem");
+    let notary = out.join("tsa-certificate.pem");
+    let (ok, text) = openssl(&[
+        "x509".as_ref(),
+        "-noout".as_ref(),
+        "-text".as_ref(),
+        "-in".as_ref(),
+        root.as_os_str(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("Subject: O = Example Group, CN = Example Group root CA"),
+        "{text}"
+    );
+    assert!(text.contains("CA:TRUE"), "{text}");
+    let (ok, text) = openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        root.as_os_str(),
+        root.as_os_str(),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    let (ok, text) = openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        root.as_os_str(),
+        "-purpose".as_ref(),
+        "timestampsign".as_ref(),
+        notary.as_os_str(),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+    // The root certifies the service key itself.
+    let (ok, root_key) = openssl(&[
+        "x509".as_ref(),
+        "-noout".as_ref(),
+        "-pubkey".as_ref(),
+        "-in".as_ref(),
+        root.as_os_str(),
+    ]);
+    assert!(ok);
+    assert_eq!(
+        root_key.trim(),
+        group.keys.service.to_public_key_pem().trim()
+    );
+
+    // The group file names the files; the loaders read them.
+    let group_path = out.join("group.toml");
+    let root_der = group.load_ca_certificate(&group_path).unwrap().unwrap();
+    assert!(group.load_tsa_certificate(&group_path).unwrap().is_some());
+    let policy = group.load_ca_policy(&group_path).unwrap().unwrap();
+    assert_eq!(policy.names[0].pattern, "*.example-group.internal");
+
+    let token_path = out.join("ca-admin-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    let token = token.trim();
+    assert_eq!(token.len(), 64);
+    assert!(stdout.contains(token), "the token is shown once");
+    let expected = CaPolicy::with_token("*.example-group.internal", token.as_bytes(), 90);
+    assert_eq!(policy.admin_token_sha256, expected.admin_token_sha256);
+    assert!(
+        !std::fs::read_to_string(out.join("ca-policy.toml"))
+            .unwrap()
+            .contains(token)
+    );
+
+    // A CA from these files issues a certificate openssl accepts under the root.
+    let key = scratch.join("www.key");
+    let csr = scratch.join("www.csr");
+    let (ok, text) = openssl(&[
+        "req".as_ref(),
+        "-new".as_ref(),
+        "-newkey".as_ref(),
+        "ec".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:P-256".as_ref(),
+        "-nodes".as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-subj".as_ref(),
+        "/CN=www.example-group.internal".as_ref(),
+        "-out".as_ref(),
+        csr.as_os_str(),
+    ]);
+    assert!(ok, "{text}");
+    let csr_der = sintra_services::x509::csr_to_der(&std::fs::read(&csr).unwrap()).unwrap();
+    let mut authority = Ca::new(&root_der, policy).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let context = ExecutionContext {
+        position: 0,
+        round: 0,
+        time_ms: now_ms,
+    };
+    let request = ca::encode_issue(&[0; 16], token.as_bytes(), &csr_der).unwrap();
+    let answer = authority.execute(&context, &request);
+    let message = authority
+        .signing_message(&request, &answer)
+        .expect("a certificate to sign");
+    let service = &group.keys.service;
+    let shares: Vec<_> = servers[..2]
+        .iter()
+        .map(|s| s.service.sign(service, &message))
+        .collect();
+    let signature = service.combine(&message, &shares).unwrap();
+    let reply = ca::http_reply(&authority.complete(&request, &answer, signature.as_bytes()));
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let cert = scratch.join("www.pem");
+    std::fs::write(&cert, reply.body).unwrap();
+    let (ok, text) = openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        root.as_os_str(),
+        cert.as_os_str(),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
 }

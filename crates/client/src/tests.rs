@@ -208,10 +208,7 @@ fn group_file(behaviours: &[Behaviour]) -> (GroupFile, Vec<Received>) {
         });
         logs.push(log);
     }
-    let file = GroupFile {
-        servers,
-        keys: keys.clone(),
-    };
+    let file = GroupFile::new(servers, keys.clone());
     (file, logs)
 }
 

@@ -12,6 +12,8 @@
 //! | `server-<i>/keys.toml` | [`SecretsFile`] | [`SecretsFile::load`] |
 //! | `server-<i>/config.toml` | [`ServerConfig`] | [`ServerConfig::load`] |
 //! | all three of one server | [`LoadedServer`] | [`load_server`] |
+//! | `ca-certificate.pem`, `tsa-certificate.pem` (optional, named by the group file) | DER | [`GroupFile::load_ca_certificate`], [`GroupFile::load_tsa_certificate`] |
+//! | `ca-policy.toml` (optional, named by the group file) | [`CaPolicy`] | [`GroupFile::load_ca_policy`] |
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
@@ -24,6 +26,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{GroupKeys, ServerKeys};
+use sintra_services::ca::CaPolicy;
+use sintra_services::x509;
 
 /// Largest file a loader reads (16 MiB). A group file of 1024 servers with 3072-bit RSA
 /// verification keys is about 2 MiB; anything far larger is not a sintra file.
@@ -78,6 +82,20 @@ fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
 
 /// Reads and parses a TOML file of at most [`FILE_BYTES_MAX`] bytes.
 fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = read_text(path)?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })
+}
+
+/// `relative` resolved against the directory holding `file` (absolute paths stay as they are).
+fn resolve_beside(file: &Path, relative: &Path) -> PathBuf {
+    file.parent().unwrap_or(Path::new("")).join(relative)
+}
+
+/// Reads a text file of at most [`FILE_BYTES_MAX`] bytes.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
     let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -89,11 +107,23 @@ fn read_toml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
             size,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
-    toml::from_str(&text).map_err(|error| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: error.to_string(),
-    })
+    std::fs::read_to_string(path).map_err(read_error)
+}
+
+/// The DER of the PEM certificate at `relative` (beside `group_path`), checked to parse.
+fn load_certificate(
+    relative: Option<&Path>,
+    group_path: &Path,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(relative) = relative else {
+        return Ok(None);
+    };
+    let path = resolve_beside(group_path, relative);
+    let text = read_text(&path)?;
+    let der = x509::pem_to_der(text.as_bytes(), &[x509::PEM_LABEL_CERTIFICATE])
+        .map_err(|error| invalid(&path, error.to_string()))?;
+    x509::check_certificate(&der).map_err(|error| invalid(&path, error.to_string()))?;
+    Ok(Some(der))
 }
 
 /// Parses a link key written as 64 hex digits (either case); `None` for anything else.
@@ -124,6 +154,18 @@ pub fn is_host_port(text: &str) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupFile {
+    /// The certification authority's root certificate (PEM), relative to `group.toml`'s
+    /// directory; absent: the group runs no certification authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<PathBuf>,
+    /// The notary's certificate (PEM, issued by the root to the service key), relative to
+    /// `group.toml`'s directory; absent: the group runs no notary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsa_certificate: Option<PathBuf>,
+    /// The certification authority's issuing policy (TOML), relative to `group.toml`'s
+    /// directory; the CA runs only when both it and `ca_certificate` are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_policy: Option<PathBuf>,
     /// Every server, in id order `1..=n`.
     pub servers: Vec<ServerEntry>,
     /// Every public key of the group, with `n` and `t`.
@@ -153,6 +195,41 @@ impl ServerEntry {
 }
 
 impl GroupFile {
+    /// A group file of `servers` and `keys` that names no service files.
+    pub fn new(servers: Vec<ServerEntry>, keys: GroupKeys) -> Self {
+        Self {
+            ca_certificate: None,
+            tsa_certificate: None,
+            ca_policy: None,
+            servers,
+            keys,
+        }
+    }
+
+    /// The root certificate's DER, read from [`Self::ca_certificate`] resolved against the
+    /// directory of `group_path` (the group file's own path); `None` when the field is absent.
+    pub fn load_ca_certificate(&self, group_path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
+        load_certificate(self.ca_certificate.as_deref(), group_path)
+    }
+
+    /// The notary certificate's DER, as [`Self::load_ca_certificate`] reads the root's.
+    pub fn load_tsa_certificate(&self, group_path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
+        load_certificate(self.tsa_certificate.as_deref(), group_path)
+    }
+
+    /// The CA policy read from [`Self::ca_policy`] resolved against the directory of
+    /// `group_path`, checked; `None` when the field is absent.
+    pub fn load_ca_policy(&self, group_path: &Path) -> Result<Option<CaPolicy>, ConfigError> {
+        let Some(relative) = self.ca_policy.as_deref() else {
+            return Ok(None);
+        };
+        let path = resolve_beside(group_path, relative);
+        let text = read_text(&path)?;
+        CaPolicy::from_toml(&text)
+            .map(Some)
+            .map_err(|error| invalid(&path, error.to_string()))
+    }
+
     /// Reads `path` and [checks](Self::check) it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file: Self = read_toml(path)?;

@@ -44,7 +44,7 @@ fn texts() -> &'static (String, Vec<String>) {
             });
             secrets.push(toml::to_string(&file).unwrap());
         }
-        let group = toml::to_string(&GroupFile { servers, keys }).unwrap();
+        let group = toml::to_string(&GroupFile::new(servers, keys)).unwrap();
         (group, secrets)
     })
 }

@@ -5,17 +5,21 @@
 //! requests with the same [`ExecutionContext`] and must reach the same state and the same
 //! answers, so a service never reads clocks, randomness or anything outside its arguments, and a
 //! request it cannot parse gets a deterministic error answer rather than a panic. The services
-//! are the key-value store of [`kv`], the RFC 3161 time-stamping authority of [`notary`] and the
-//! owner-signed directory of [`directory`]. The module [`answers`] turns the answers of one
+//! are the key-value store of [`kv`], the RFC 3161 time-stamping authority of [`notary`], the
+//! certification authority of [`ca`] (with the X.509 building blocks of [`x509`] it shares with
+//! the dealer) and the owner-signed directory of [`directory`]; [`router`] runs them side by side.
+//! The module [`answers`] turns the answers of one
 //! atomic-broadcast round into a Merkle tree whose root the servers sign with the threshold RSA
 //! service key, and lets a client check its [`answers::SignedAnswer`] with that key alone.
 #![forbid(unsafe_code)]
 
 pub mod answers;
+pub mod ca;
 pub mod directory;
 pub mod kv;
 pub mod notary;
 pub mod router;
+pub mod x509;
 
 /// Where in the total order a request is executed. Identical at every server for a given
 /// request, so a service may use it (e.g. to stamp entries) without diverging.
