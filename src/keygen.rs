@@ -8,7 +8,9 @@
 //!   for the service key (`CN=<name> root CA, O=<name>`, ten years), what `openssl verify
 //!   -CAfile` trusts;
 //! - `tsa-certificate.pem` — public: the notary's certificate, issued by the root to the same
-//!   service key (`CN=<name> notary`, extended key usage timeStamping, critical);
+//!   service key (`CN=<name> notary`, extended key usage timeStamping, critical), followed by
+//!   the root certificate, so that `openssl ts -verify -CAfile tsa-certificate.pem` finds the
+//!   whole chain in the one file;
 //! - `ca-policy.toml` — the CA's default issuing policy (names below `<name>.internal`, RSA of
 //!   2048 bits or more, ECDSA P-256/P-384, 90 days), to edit before the group starts;
 //! - `ca-admin-token` — secret (mode 0600): the random token that authorizes registrations under
@@ -449,9 +451,13 @@ fn write_all(
         group.service.to_public_key_pem().as_bytes(),
         0o644,
     )?;
+    let tsa_chain = format!(
+        "{}{}",
+        services.tsa_certificate_pem, services.ca_certificate_pem
+    );
     for (file, contents) in [
         (CA_CERTIFICATE_FILE, &services.ca_certificate_pem),
-        (TSA_CERTIFICATE_FILE, &services.tsa_certificate_pem),
+        (TSA_CERTIFICATE_FILE, &tsa_chain),
         (CA_POLICY_FILE, &services.policy_toml),
     ] {
         write_file(out.join(file), contents.as_bytes(), 0o644)?;

@@ -120,7 +120,13 @@ fn load_certificate(
     };
     let path = resolve_beside(group_path, relative);
     let text = read_text(&path)?;
-    let der = x509::pem_to_der(text.as_bytes(), &[x509::PEM_LABEL_CERTIFICATE])
+    // The first certificate is the one named; a file may go on with its issuer's (the notary's
+    // file carries the root after it, so that `openssl ts -verify -CAfile` needs one file).
+    const END: &str = "-----END CERTIFICATE-----";
+    let first = text
+        .find(END)
+        .map_or(text.as_str(), |at| &text[..at + END.len()]);
+    let der = x509::pem_to_der(first.as_bytes(), &[x509::PEM_LABEL_CERTIFICATE])
         .map_err(|error| invalid(&path, error.to_string()))?;
     x509::check_certificate(&der).map_err(|error| invalid(&path, error.to_string()))?;
     Ok(Some(der))

@@ -24,10 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::RngCore;
@@ -37,11 +36,14 @@ use sintra_crypto::ServerId;
 use sintra_net::LinksHandle;
 use sintra_services::answers::SignedAnswer;
 use sintra_services::kv::{KvRequest, NONCE_BYTES};
+use sintra_services::router::Router;
+use sintra_services::{HttpReply, Service, ca, directory, notary, x509};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, warn};
 
+use crate::ServiceFiles;
 use crate::coordinator::{Answered, Register};
 use crate::metrics::Metrics;
 use crate::protocol::{Submission, SubmitError};
@@ -65,6 +67,10 @@ pub(crate) struct Gateway {
     pub request_bytes_max: usize,
     /// Test-only Byzantine replica ([`crate::Tunables`]): answers are altered before they leave.
     pub byzantine: bool,
+    /// The services, to complete answers they sign one by one (`Service::complete`).
+    pub services: Arc<Router>,
+    /// The notary's and the CA's certificates (served as PEM).
+    pub files: Arc<ServiceFiles>,
 }
 
 /// Why a request got no answer.
@@ -289,12 +295,199 @@ async fn metrics(State(gateway): State<Gateway>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+// ---------------------------------------------------------------------------------------------
+// The notary, the CA and the directory: each request is ordered, executed by every server, and
+// its answer completed with the service key's own signature where the service asks for one.
+
+impl Gateway {
+    /// Submits a service request and turns its answer into the service's HTTP reply.
+    async fn serve(&self, request: Vec<u8>, reply: fn(Vec<u8>) -> HttpReply) -> Response {
+        let completed = match self.submit(request).await {
+            Ok(Answered::Batch(signed)) => signed.answer,
+            Ok(Answered::Signed {
+                request,
+                answer,
+                signature,
+            }) => self
+                .services
+                .complete(&request, &answer, signature.as_bytes()),
+            Err(failure) => return failure.into_response(),
+        };
+        let mut reply = reply(completed);
+        if self.byzantine && !reply.body.is_empty() {
+            let last = reply.body.len() - 1;
+            reply.body[last] ^= 0x01;
+        }
+        http_response(reply)
+    }
+}
+
+fn http_response(reply: HttpReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, reply.content_type)],
+        reply.body,
+    )
+        .into_response()
+}
+
+fn not_configured(what: &str) -> Response {
+    let body = serde_json::json!({
+        "error": format!("this group serves no {what} (the group file names none)")
+    });
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+fn fresh_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0; NONCE_BYTES];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    nonce
+}
+
+/// The bearer token of an `Authorization` header (empty when there is none).
+fn bearer(headers: &HeaderMap) -> Vec<u8> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+fn pem_response(pem: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
+}
+
+/// `POST /tsa`: an RFC 3161 `TimeStampReq` (DER) → `TimeStampResp`. A body that is no
+/// time-stamp query is rejected (`badDataFormat`) at once, without being ordered.
+async fn tsa(State(gateway): State<Gateway>, body: Bytes) -> Response {
+    if gateway.files.tsa_certificate.is_none() {
+        return not_configured("notary");
+    }
+    if let Some(rejection) = notary::reject_malformed(&body) {
+        return http_response(notary::http_reply(rejection));
+    }
+    let request = notary::encode_request(&fresh_nonce(), &body);
+    gateway.serve(request, notary::http_reply).await
+}
+
+/// `GET /tsa/certificate.pem`: the notary's certificate followed by the root that issued it
+/// (when the group has one), so that `openssl ts -verify -CAfile` needs this one file.
+async fn tsa_certificate(State(gateway): State<Gateway>) -> Response {
+    let Some(der) = &gateway.files.tsa_certificate else {
+        return not_configured("notary");
+    };
+    let chain = std::iter::once(der).chain(gateway.files.ca.as_ref().map(|(root, _)| root));
+    let mut pem = String::new();
+    for der in chain {
+        match x509::to_pem("CERTIFICATE", der) {
+            Ok(text) => pem.push_str(&text),
+            Err(error) => return Failure::Malformed(error.to_string()).into_response(),
+        }
+    }
+    pem_response(pem)
+}
+
+fn ca_reply(completed: Vec<u8>) -> HttpReply {
+    ca::http_reply(&completed)
+}
+
+/// `POST /ca/certificates`: a PKCS#10 request (PEM or DER), the registration token as
+/// `Authorization: Bearer <token>` → the certificate (PEM) or a 4xx with the reason.
+async fn ca_issue(State(gateway): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    if gateway.files.ca.is_none() {
+        return not_configured("certification authority");
+    }
+    let request = x509::csr_to_der(&body)
+        .map_err(|error| Failure::Malformed(format!("certification request: {error}")))
+        .and_then(|der| {
+            ca::encode_issue(&fresh_nonce(), &bearer(&headers), &der)
+                .map_err(|error| Failure::Malformed(error.to_string()))
+        });
+    match request {
+        Ok(request) => gateway.serve(request, ca_reply).await,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Revocation {
+    serial: u64,
+    /// An RFC 5280 reason name (`keyCompromise`, ...) or its code; `unspecified` when absent.
+    reason: Option<String>,
+}
+
+/// `POST /ca/revocations`: JSON `{"serial": s, "reason": "keyCompromise"}` with the admin token
+/// as `Authorization: Bearer <token>`.
+async fn ca_revoke(State(gateway): State<Gateway>, headers: HeaderMap, body: Bytes) -> Response {
+    if gateway.files.ca.is_none() {
+        return not_configured("certification authority");
+    }
+    let request = serde_json::from_slice::<Revocation>(&body)
+        .map_err(|error| Failure::Malformed(format!("revocation: {error}")))
+        .and_then(|revocation| {
+            let name = revocation.reason.as_deref().unwrap_or("unspecified");
+            let reason = ca::reason_code(name)
+                .ok_or_else(|| Failure::Malformed(format!("unknown revocation reason {name}")))?;
+            ca::encode_revoke(&fresh_nonce(), &bearer(&headers), revocation.serial, reason)
+                .map_err(|error| Failure::Malformed(error.to_string()))
+        });
+    match request {
+        Ok(request) => gateway.serve(request, ca_reply).await,
+        Err(failure) => failure.into_response(),
+    }
+}
+
+/// `GET /ca/crl`: an ordered request; the CRL is current as of its position (its CRL number).
+async fn ca_crl(State(gateway): State<Gateway>) -> Response {
+    if gateway.files.ca.is_none() {
+        return not_configured("certification authority");
+    }
+    gateway
+        .serve(ca::encode_crl(&fresh_nonce()), ca_reply)
+        .await
+}
+
+async fn ca_certificate(State(gateway): State<Gateway>) -> Response {
+    match &gateway.files.ca {
+        Some((der, _)) => match x509::to_pem("CERTIFICATE", der) {
+            Ok(pem) => pem_response(pem),
+            Err(error) => Failure::Malformed(error.to_string()).into_response(),
+        },
+        None => not_configured("certification authority"),
+    }
+}
+
+/// `PUT /dir/entries/{key}`: JSON `{value, version, owner, signature}` (docs/services/directory.md).
+async fn dir_put(State(gateway): State<Gateway>, Path(key): Path<String>, body: Bytes) -> Response {
+    match directory::encode_put_json(&fresh_nonce(), &key, &body) {
+        Ok(request) => gateway.serve(request, directory::http_reply).await,
+        Err(error) => Failure::Malformed(error.to_string()).into_response(),
+    }
+}
+
+/// `GET /dir/entries/{key}`: an ordered lookup, answered with the service's signed statement.
+async fn dir_get(State(gateway): State<Gateway>, Path(key): Path<String>) -> Response {
+    match directory::encode_get(&fresh_nonce(), &key) {
+        Ok(request) => gateway.serve(request, directory::http_reply).await,
+        Err(error) => Failure::Malformed(error.to_string()).into_response(),
+    }
+}
+
 /// The HTTP application.
-pub(crate) fn router(gateway: Gateway, body_bytes_max: usize) -> Router {
-    Router::new()
+pub(crate) fn router(gateway: Gateway, body_bytes_max: usize) -> axum::Router {
+    axum::Router::new()
         .route("/v1/kv/put", post(put))
         .route("/v1/kv/get", get(get_key))
         .route("/v1/submit", post(submit))
+        .route("/tsa", post(tsa))
+        .route("/tsa/certificate.pem", get(tsa_certificate))
+        .route("/ca/certificates", post(ca_issue))
+        .route("/ca/revocations", post(ca_revoke))
+        .route("/ca/crl", get(ca_crl))
+        .route("/ca/certificate.pem", get(ca_certificate))
+        .route("/dir/entries/{key}", get(dir_get).put(dir_put))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_bytes_max))

@@ -45,7 +45,10 @@ use sintra_net::{
 };
 use sintra_protocols::abc::{Abc, AbcConfig};
 use sintra_protocols::{InstanceId, Party};
+use sintra_services::ca::{self, Ca, CaPolicy};
+use sintra_services::directory::{self, Directory};
 use sintra_services::kv::{self, KvService};
+use sintra_services::notary::{self, Notary};
 use sintra_services::router::Router;
 use sintra_services::{ExecutionContext, Service};
 use thiserror::Error;
@@ -129,6 +132,48 @@ impl Default for Tunables {
     }
 }
 
+/// What the services besides kv and the directory need (all public; every server of the group
+/// must be given the same, or their services diverge and no checkpoint certifies).
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFiles {
+    /// The notary's certificate (DER), issued by the dealer to the service key; `None`: no notary.
+    pub tsa_certificate: Option<Vec<u8>>,
+    /// The CA's root certificate (DER) and its issuing policy; `None`: no CA.
+    pub ca: Option<(Vec<u8>, CaPolicy)>,
+}
+
+impl ServiceFiles {
+    /// The services of a replica, routed by request tag: kv (`0x01..=0x02`), the notary
+    /// (`0x10..=0x1f`) if configured, the CA (`0x20..=0x2f`) if configured, the directory
+    /// (`0x30..=0x3f`). Every server builds them in this order (the snapshot's order).
+    pub fn router(&self, group: &GroupKeys) -> Result<Router, NodeError> {
+        let service = |error: &dyn std::fmt::Display| NodeError::Service(error.to_string());
+        let mut router = Router::new()
+            .with(kv::TAGS, Box::new(KvService::new()))
+            .map_err(|e| service(&e))?;
+        if let Some(der) = &self.tsa_certificate {
+            let notary = Notary::new(der).map_err(|e| service(&e))?;
+            if !notary.certifies(&group.service) {
+                return Err(NodeError::Config(
+                    "the notary certificate is not for the group's service key".into(),
+                ));
+            }
+            router = router
+                .with(notary::TAG_QUERY..=0x1f, Box::new(notary))
+                .map_err(|e| service(&e))?;
+        }
+        if let Some((root, policy)) = &self.ca {
+            let authority = Ca::new(root, policy.clone()).map_err(|e| service(&e))?;
+            router = router
+                .with(ca::TAG_ISSUE..=0x2f, Box::new(authority))
+                .map_err(|e| service(&e))?;
+        }
+        router
+            .with(directory::TAG_PUT..=0x3f, Box::new(Directory::new()))
+            .map_err(|e| service(&e))
+    }
+}
+
 /// Everything a replica needs to start.
 pub struct NodeConfig {
     /// This server.
@@ -153,6 +198,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Settings.
     pub tunables: Tunables,
+    /// What the notary and the CA need.
+    pub services: ServiceFiles,
 }
 
 /// Why a replica did not start or stopped.
@@ -201,6 +248,7 @@ impl Node {
             keys,
             data_dir,
             tunables,
+            services,
         } = config;
         if keys.id != id {
             return Err(NodeError::Config(format!(
@@ -220,9 +268,10 @@ impl Node {
         let certificate = store.latest_certificate()?;
 
         // The service: the last own snapshot, then the log after it.
-        let mut service = Router::new()
-            .with(kv::TAGS, Box::new(KvService::new()))
-            .map_err(|error| NodeError::Service(error.to_string()))?;
+        let mut service = services.router(&group)?;
+        // A second instance for the gateway: completing an answer (`Service::complete`) is a
+        // pure function, so it needs no state of the executor's.
+        let completer: Arc<Router> = Arc::new(services.router(&group)?);
         let mut replayed_from = 0;
         if let Some(snapshot) = store.snapshot()? {
             service
@@ -417,6 +466,8 @@ impl Node {
             timeout: tunables.request_timeout,
             request_bytes_max: abc_config.request_bytes_max,
             byzantine,
+            services: completer,
+            files: Arc::new(services),
         };
         tasks.push(tokio::spawn(gateway::serve_http(
             gateway_listener,
@@ -581,6 +632,30 @@ pub fn load_config(config_path: &Path) -> Result<NodeConfig, NodeError> {
         request_bytes_max: tunables.request_bytes_max,
         ..AbcConfig::default()
     };
+    let services = ServiceFiles {
+        tsa_certificate: loaded
+            .group
+            .load_tsa_certificate(&loaded.config.group)
+            .map_err(|error| NodeError::Config(error.to_string()))?,
+        ca: match (
+            loaded
+                .group
+                .load_ca_certificate(&loaded.config.group)
+                .map_err(|error| NodeError::Config(error.to_string()))?,
+            loaded
+                .group
+                .load_ca_policy(&loaded.config.group)
+                .map_err(|error| NodeError::Config(error.to_string()))?,
+        ) {
+            (Some(root), Some(policy)) => Some((root, policy)),
+            (None, None) => None,
+            _ => {
+                return Err(NodeError::Config(
+                    "the group file names a CA certificate or a CA policy, not both".into(),
+                ));
+            }
+        },
+    };
     Ok(NodeConfig {
         id: loaded.config.id,
         listen: loaded.config.listen,
@@ -592,6 +667,7 @@ pub fn load_config(config_path: &Path) -> Result<NodeConfig, NodeError> {
         group: Arc::new(loaded.group.keys),
         keys: Arc::new(loaded.secrets.shares),
         data_dir: loaded.config.data_dir,
+        services,
         tunables: Tunables {
             checkpoint_rounds: tunables.checkpoint_rounds,
             abc,

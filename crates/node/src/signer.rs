@@ -51,13 +51,12 @@ pub(crate) fn run(
     byzantine: bool,
 ) {
     let mut rng = rand_core::OsRng;
-    // The test-only Byzantine replica signs (and proves) another digest: well-formed shares
-    // that do not combine, which the combiner must detect and name.
-    let sign_digest = |digest: [u8; 32]| {
+    // The test-only Byzantine replica sends its peers (and proves, when asked) shares of another
+    // digest: well-formed shares that do not combine, which the combiners must detect and name.
+    // For its own combining it keeps the right share, so that it still has answers to alter.
+    let wrong_digest = |digest: [u8; 32]| {
         let mut digest = digest;
-        if byzantine {
-            digest[0] ^= 0x80;
-        }
+        digest[0] ^= 0x80;
         digest
     };
     while let Ok(job) = jobs.recv() {
@@ -67,13 +66,17 @@ pub(crate) fn run(
                 item,
                 digest,
             } => {
-                let share = keys
-                    .service
-                    .sign_digest(&group.service, &sign_digest(digest));
+                let share = keys.service.sign_digest(&group.service, &digest);
+                let sent = if byzantine {
+                    keys.service
+                        .sign_digest(&group.service, &wrong_digest(digest))
+                } else {
+                    share.clone()
+                };
                 let message = NodeMessage::AnswerShare {
                     round,
                     item,
-                    share: share.clone(),
+                    share: sent,
                 };
                 let _ = links.broadcast(Bytes::from(message.to_bytes()));
                 if events
@@ -91,13 +94,15 @@ pub(crate) fn run(
                 peer,
             } => {
                 let context = Context::new(ANSWER_PROOF_PURPOSE, &instance);
-                let proof = keys.service.prove_digest(
-                    &group.service,
-                    &context,
-                    &sign_digest(digest),
-                    &share,
-                    &mut rng,
-                );
+                let (digest, share) = if byzantine {
+                    let wrong = wrong_digest(digest);
+                    (wrong, keys.service.sign_digest(&group.service, &wrong))
+                } else {
+                    (digest, share)
+                };
+                let proof =
+                    keys.service
+                        .prove_digest(&group.service, &context, &digest, &share, &mut rng);
                 let message = NodeMessage::AnswerProof {
                     round,
                     item,

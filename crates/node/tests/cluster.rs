@@ -18,9 +18,11 @@ use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{GroupKeys, GroupParameters, ServerKeys, deal_with_primes};
 use sintra_crypto::rsa::{Primes, generate_primes};
 use sintra_net::{LinkKeypair, LinkLimits, Links, LinksConfig, PeerConfig};
-use sintra_node::{Node, NodeConfig, Tunables};
+use sintra_node::{Node, NodeConfig, ServiceFiles, Tunables};
 use sintra_services::answers::SignedAnswer;
+use sintra_services::ca::CaPolicy;
 use sintra_services::kv::{KvAnswer, KvRequest};
+use sintra_services::{directory, x509};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -72,6 +74,9 @@ struct Cluster {
     links: Vec<SocketAddr>,
     dirs: Vec<TempDir>,
     nodes: Vec<Option<Node>>,
+    services: ServiceFiles,
+    /// The server that plays the test-only Byzantine replica, if any.
+    byzantine: Option<u16>,
 }
 
 impl Cluster {
@@ -104,17 +109,26 @@ impl Cluster {
             tunables: Tunables {
                 checkpoint_rounds: 4,
                 request_timeout: Duration::from_secs(20),
+                byzantine: self.byzantine == Some(i),
                 ..Tunables::default()
             },
+            services: self.services.clone(),
         }
     }
 
-    /// Starts servers `which` of a fresh group.
+    /// Starts servers `which` of a fresh group (kv and the directory only).
     async fn start(which: &[u16]) -> Self {
+        Self::start_with(which, ServiceFiles::default(), None).await
+    }
+
+    /// Starts servers `which` of a fresh group serving `services`, `byzantine` misbehaving.
+    async fn start_with(which: &[u16], services: ServiceFiles, byzantine: Option<u16>) -> Self {
         let mut cluster = Self {
             links: (0..N).map(|_| free_addr()).collect(),
             dirs: (0..N).map(|_| TempDir::new().expect("tempdir")).collect(),
             nodes: (0..N).map(|_| None).collect(),
+            services,
+            byzantine,
         };
         for &i in which {
             cluster.restart(i).await;
@@ -181,9 +195,20 @@ impl Cluster {
 
 /// A minimal HTTP/1.1 exchange: returns (status, body).
 async fn http(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    http_with(addr, method, target, "", body).await
+}
+
+/// `http` with extra header lines (each ending in `\r\n`).
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &str,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("write");
@@ -641,5 +666,317 @@ async fn a_retried_request_is_answered_again_from_the_store() {
     let height = cluster.settle(&[1, 2, 3, 4], 1).await;
     assert_eq!(height, 1, "the retries were not ordered again");
     cluster.assert_same_logs(&[1, 2, 3, 4], height);
+    cluster.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trusted services, checked with stock tools.
+
+const CA_TOKEN: &str = "services-test-token";
+
+/// The dealer's work for a test group: a root and a notary certificate for the service key,
+/// signed with two shares (t + 1), and a CA policy for names under `example.test`.
+fn service_files() -> ServiceFiles {
+    static FILES: OnceLock<ServiceFiles> = OnceLock::new();
+    FILES
+        .get_or_init(|| {
+            let group = &keys().group;
+            let spki = group.service.to_public_key_der();
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let sign = |tbs: Vec<u8>| {
+                let shares: Vec<_> = keys().servers[..2]
+                    .iter()
+                    .map(|server| server.service.sign(&group.service, &tbs))
+                    .collect();
+                let signature = group.service.combine(&tbs, &shares).expect("combine");
+                x509::assemble(&tbs, signature.as_bytes()).expect("certificate")
+            };
+            let (from, to) = (now_s - 3600, now_s + 30 * 86_400);
+            let root = sign(x509::root_tbs("services-test", &spki, from, to).expect("root"));
+            let tsa = sign(x509::notary_tbs("services-test", &spki, from, to).expect("notary"));
+            ServiceFiles {
+                tsa_certificate: Some(tsa),
+                ca: Some((
+                    root,
+                    CaPolicy::with_token("*.example.test", CA_TOKEN.as_bytes(), 30),
+                )),
+            }
+        })
+        .clone()
+}
+
+/// Runs `openssl` in `dir`; returns whether it succeeded and what it printed.
+fn openssl(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (scripts/test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn write_pem(dir: &std::path::Path, file: &str, der: &[u8]) {
+    let pem = x509::to_pem("CERTIFICATE", der).expect("pem");
+    std::fs::write(dir.join(file), pem).expect("write");
+}
+
+/// Server 4 is stopped and server 3 is the test-only Byzantine replica (wrong answer shares,
+/// altered answers to its own clients). Through servers 1 and 2 every service still answers,
+/// and stock tools verify what they say: `openssl ts -verify` a time-stamp, `openssl verify` a
+/// certificate issued from an `openssl req` request, `openssl crl -verify` the CRL after a
+/// revocation, and the directory's signed lookup verifies under the service key and fails after
+/// one byte is changed. Server 3's shares are named as invalid by the others; what server 3
+/// hands its own clients fails the same checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_service_answers_with_one_server_stopped_and_one_byzantine() {
+    logs();
+    let files = service_files();
+    let (root_der, tsa_der) = (
+        files.ca.as_ref().expect("ca").0.clone(),
+        files.tsa_certificate.clone().expect("tsa"),
+    );
+    let cluster = Cluster::start_with(&[1, 2, 3], files, Some(3)).await;
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path();
+    write_pem(path, "ca.pem", &root_der);
+    // As the dealer writes it: the notary's certificate, then the root that issued it.
+    let tsa_chain = [
+        x509::to_pem("CERTIFICATE", &tsa_der).expect("pem"),
+        x509::to_pem("CERTIFICATE", &root_der).expect("pem"),
+    ]
+    .concat();
+    std::fs::write(path.join("tsa.pem"), &tsa_chain).expect("write");
+    std::fs::write(path.join("data.txt"), b"sintra notarizes this").expect("write");
+
+    // The notary.
+    let (ok, text) = openssl(
+        path,
+        &[
+            "ts", "-query", "-data", "data.txt", "-sha256", "-cert", "-out", "q.tsq",
+        ],
+    );
+    assert!(ok, "{text}");
+    let query = std::fs::read(path.join("q.tsq")).expect("query");
+    for at in [1u16, 2, 3] {
+        let (status, reply) = http_with(
+            cluster.node(at).gateway_addr(),
+            "POST",
+            "/tsa",
+            "Content-Type: application/timestamp-query\r\n",
+            &query,
+        )
+        .await;
+        assert_eq!(
+            status,
+            200,
+            "tsa at {at}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        let file = format!("reply{at}.tsr");
+        std::fs::write(path.join(&file), &reply).expect("write");
+        let (ok, text) = openssl(
+            path,
+            &[
+                "ts",
+                "-verify",
+                "-in",
+                &file,
+                "-queryfile",
+                "q.tsq",
+                "-CAfile",
+                "tsa.pem",
+            ],
+        );
+        if at == 3 {
+            assert!(
+                !(ok && text.contains("Verification: OK")),
+                "the altered reply verified"
+            );
+        } else {
+            assert!(
+                ok && text.contains("Verification: OK"),
+                "server {at}: {text}"
+            );
+        }
+    }
+    let (status, pem) = http(
+        cluster.node(1).gateway_addr(),
+        "GET",
+        "/tsa/certificate.pem",
+        b"",
+    )
+    .await;
+    assert_eq!((status, pem), (200, tsa_chain.into_bytes()));
+
+    // The certification authority: a request made by openssl becomes a certificate openssl
+    // accepts; a name outside the policy or a wrong token is refused with the reason.
+    let (ok, text) = openssl(
+        path,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "www.key",
+            "-subj",
+            "/CN=www.example.test",
+            "-out",
+            "www.csr",
+        ],
+    );
+    assert!(ok, "{text}");
+    let csr = std::fs::read(path.join("www.csr")).expect("csr");
+    let bearer = format!("Authorization: Bearer {CA_TOKEN}\r\n");
+    let (status, certificate) = http_with(
+        cluster.node(2).gateway_addr(),
+        "POST",
+        "/ca/certificates",
+        &bearer,
+        &csr,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&certificate));
+    std::fs::write(path.join("www.pem"), &certificate).expect("write");
+    let (ok, text) = openssl(path, &["verify", "-CAfile", "ca.pem", "www.pem"]);
+    assert!(ok && text.contains("www.pem: OK"), "{text}");
+    let serial = x509::certificate_serial(&certificate).expect("serial");
+    let (status, refusal) = http_with(
+        cluster.node(1).gateway_addr(),
+        "POST",
+        "/ca/certificates",
+        "Authorization: Bearer wrong-token\r\n",
+        &csr,
+    )
+    .await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&refusal));
+    let (status, _) = http(
+        cluster.node(1).gateway_addr(),
+        "POST",
+        "/ca/certificates",
+        b"junk",
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Revocation, then a CRL that openssl verifies and that lists the serial.
+    let revocation = format!(r#"{{"serial": {serial}, "reason": "keyCompromise"}}"#);
+    let (status, body) = http_with(
+        cluster.node(1).gateway_addr(),
+        "POST",
+        "/ca/revocations",
+        &bearer,
+        revocation.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, crl) = http(cluster.node(2).gateway_addr(), "GET", "/ca/crl", b"").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&crl));
+    std::fs::write(path.join("crl.pem"), &crl).expect("write");
+    let (ok, text) = openssl(
+        path,
+        &[
+            "crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout", "-text",
+        ],
+    );
+    assert!(ok && text.contains("verify OK"), "{text}");
+    assert!(
+        text.contains(&format!("{serial:02X}")),
+        "the CRL lists serial {serial}: {text}"
+    );
+    let (ok, text) = openssl(
+        path,
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "ca.pem",
+            "-CRLfile",
+            "crl.pem",
+            "www.pem",
+        ],
+    );
+    assert!(!ok && text.contains("revoked"), "{text}");
+
+    // The directory: an owner-signed entry, a lookup signed by the service key.
+    let owner = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let message = directory::put_message("alice", b"alice@example.test", 1).expect("message");
+    let put = serde_json::json!({
+        "value": hex::encode(b"alice@example.test"),
+        "version": 1,
+        "owner": hex::encode(owner.verifying_key().as_bytes()),
+        "signature": hex::encode(ed25519_dalek::Signer::sign(&owner, &message).to_bytes()),
+    });
+    let (status, body) = http(
+        cluster.node(1).gateway_addr(),
+        "PUT",
+        "/dir/entries/alice",
+        put.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (status, replay) = http(
+        cluster.node(2).gateway_addr(),
+        "PUT",
+        "/dir/entries/alice",
+        put.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        409,
+        "a replayed write: {}",
+        String::from_utf8_lossy(&replay)
+    );
+    for at in [1u16, 2, 3] {
+        let (status, lookup) = http(
+            cluster.node(at).gateway_addr(),
+            "GET",
+            "/dir/entries/alice",
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&lookup));
+        let verified = directory::verify_lookup(&lookup, &keys().group.service);
+        if at == 3 {
+            assert!(verified.is_err(), "the altered lookup verified");
+            continue;
+        }
+        let verified = verified.expect("the lookup verifies under the service key");
+        assert_eq!(
+            verified.entry.map(|entry| entry.value),
+            Some(b"alice@example.test".to_vec())
+        );
+        let mut altered = lookup.clone();
+        let at_byte = altered
+            .iter()
+            .position(|b| *b == b'6')
+            .expect("a hex digit");
+        altered[at_byte] = b'7';
+        assert!(directory::verify_lookup(&altered, &keys().group.service).is_err());
+    }
+
+    // Server 3's shares were named as invalid (by whichever combiner met them first: a combiner
+    // that got t + 1 good shares first never looks at them), and nobody else was named.
+    let mut named = 0;
+    for i in [1u16, 2] {
+        let faults = cluster.node(i).metrics().faults();
+        named += faults.get(&(3, "invalid_share")).copied().unwrap_or(0);
+        assert!(faults.keys().all(|(peer, _)| *peer == 3), "{faults:?}");
+    }
+    assert!(named > 0, "server 3's wrong shares were never named");
+    let height = cluster.settle(&[1, 2, 3], 1).await;
+    cluster.assert_same_logs(&[1, 2, 3], height);
     cluster.shutdown().await;
 }

@@ -55,7 +55,7 @@ pub enum ServiceError {
 ///
 /// Every call must depend only on the service's state and the arguments: two services in the
 /// same state given the same calls return the same answers and reach the same state.
-pub trait Service: Send {
+pub trait Service: Send + Sync {
     /// A short stable name (`"kv"`), for logs and errors.
     fn name(&self) -> &'static str;
 

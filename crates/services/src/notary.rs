@@ -276,6 +276,22 @@ struct SigningCertificateV2 {
     certs: Vec<EssCertIdV2>,
 }
 
+/// The serial number and the `genTime` text (`YYYYMMDDhhmmss[.fff]Z`, which orders as time does)
+/// of a granted `TimeStampResp` from this notary; `None` for a rejection or anything else. For
+/// clients and tests that report what they were given; it checks no signature.
+pub fn granted_serial_and_time(reply_der: &[u8]) -> Option<(u64, String)> {
+    let reply = TimeStampResp::from_der(reply_der).ok()?;
+    let token = reply.time_stamp_token?;
+    if token.content_type != ID_SIGNED_DATA {
+        return None;
+    }
+    let signed_data: SignedData = token.content.decode_as().ok()?;
+    let content = signed_data.encap_content_info.econtent?;
+    let tst_info = TstInfo::from_der(content.value()).ok()?;
+    let time = String::from_utf8(tst_info.gen_time.value().to_vec()).ok()?;
+    Some((tst_info.serial_number, time))
+}
+
 /// The request bytes for a DER `TimeStampReq` and the gateway's nonce.
 pub fn encode_request(nonce: &[u8; REQUEST_NONCE_BYTES], query_der: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + REQUEST_NONCE_BYTES + query_der.len());
