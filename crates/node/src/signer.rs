@@ -78,13 +78,15 @@ pub(crate) fn run(
                     item,
                     share: sent,
                 };
-                let _ = links.broadcast(Bytes::from(message.to_bytes()));
+                // The coordinator learns its own share before any peer can see it: a peer's
+                // proof request for it (after a failed combination) must find it there.
                 if events
                     .blocking_send(Event::OwnShare { round, item, share })
                     .is_err()
                 {
                     return;
                 }
+                let _ = links.broadcast(Bytes::from(message.to_bytes()));
             }
             SignJob::Prove {
                 round,
