@@ -67,7 +67,9 @@ pub(crate) fn run(
                 item,
                 digest,
             } => {
-                let share = keys.service.sign_digest(&group.service, &sign_digest(digest));
+                let share = keys
+                    .service
+                    .sign_digest(&group.service, &sign_digest(digest));
                 let message = NodeMessage::AnswerShare {
                     round,
                     item,

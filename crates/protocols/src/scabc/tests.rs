@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sha2::{Digest as _, Sha256};
 use sintra_crypto::encoding::{Decode, Encode};
 
 use super::*;
@@ -490,6 +491,7 @@ fn a_single_server_skips_invalid_ciphertexts_in_order() {
     net.run();
     assert_eq!(net.nodes[0].next_position(), 1);
     let ciphertext = encrypt(&net, b"ok", 3);
+    let ciphertext_digest: [u8; 32] = Sha256::digest(ciphertext.to_bytes()).into();
     net.call(id(1), |scabc, party| {
         scabc.submit(party, ciphertext).unwrap()
     });
@@ -498,7 +500,8 @@ fn a_single_server_skips_invalid_ciphertexts_in_order() {
         net.outputs[&id(1)],
         [Delivered {
             position: 1,
-            plaintext: b"ok".to_vec()
+            plaintext: b"ok".to_vec(),
+            ciphertext_digest,
         }]
     );
 }
