@@ -474,8 +474,9 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     assert_eq!(status, 400);
     let (status, _) = http(gateway, "GET", "/v1/kv/get?key=a&nonce=xyz", b"").await;
     assert_eq!(status, 400);
+    // Bytes that are no TDH2 ciphertext: refused before anything is ordered.
     let (status, _) = http(gateway, "POST", "/v1/submit?encrypt", b"ciphertext").await;
-    assert_eq!(status, 501);
+    assert_eq!(status, 400);
     let (status, _) = http(gateway, "GET", "/nowhere", b"").await;
     assert_eq!(status, 404);
 
