@@ -775,6 +775,27 @@ fn sintra_up_serves_the_client_stops_on_sigterm_and_resumes_its_stores() {
     );
     assert!(stdout.contains("get \"hello\": \"world\""), "{stdout}");
     assert!(stdout.contains("from server 2"), "{stdout}");
+    // Confidential requests: ordered as ciphertexts, opened, executed in the one order.
+    let output = run_client(&group, &["--encrypt", "put", "hidden", "value"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("put \"hidden\": no previous value"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("submitted encrypted"), "{stdout}");
+    let output = run_client(&group, &["--encrypt", "--server", "3", "get", "hidden"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("get \"hidden\": \"value\""), "{stdout}");
 
     up.stop();
     for i in 1..=N {

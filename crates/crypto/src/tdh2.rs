@@ -399,6 +399,13 @@ impl Zeroize for SecretKeyShare {
 impl ZeroizeOnDrop for SecretKeyShare {}
 
 impl DecryptionShare {
+    /// Whether `other` is the same server's share with the same value: the value `u_i` of a
+    /// ciphertext's share is deterministic, only the proof is randomised, so a share made
+    /// again (after a restart) is this share with another valid proof.
+    pub fn same_value(&self, other: &DecryptionShare) -> bool {
+        self.id == other.id && self.value == other.value
+    }
+
     /// The server that produced this share.
     pub fn id(&self) -> ServerId {
         self.id

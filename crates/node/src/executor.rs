@@ -27,7 +27,7 @@ use crate::message::{Item, NodeMessage};
 use crate::metrics::Metrics;
 use crate::protocol::ResumePoint;
 use crate::signer::SignJob;
-use crate::store::{RoundCommit, RoundRecord, Store};
+use crate::store::{RoundCommit, RoundRecord, ScabcPoint, Store};
 
 /// Delivered rounds (or transfers) waiting for the executor.
 pub(crate) const EXECUTION_QUEUE_MAX: usize = 256;
@@ -41,6 +41,9 @@ pub(crate) enum ExecInput {
         first: u64,
         time_ms: u64,
         requests: Vec<Vec<u8>>,
+        /// Where secure causal atomic broadcast stood when the round was reported (stored
+        /// with the round: where it resumes after a restart).
+        scabc: ScabcPoint,
     },
     /// Rounds fetched from `peer`, to be checked against `certificate` and applied.
     Transfer {
@@ -93,7 +96,8 @@ impl Executor {
                     first,
                     time_ms,
                     requests,
-                } => self.execute_delivered(round, first, time_ms, requests),
+                    scabc,
+                } => self.execute_delivered(round, first, time_ms, requests, scabc),
                 ExecInput::Transfer {
                     peer,
                     records,
@@ -114,6 +118,7 @@ impl Executor {
         first: u64,
         time_ms: u64,
         requests: Vec<Vec<u8>>,
+        scabc: ScabcPoint,
     ) -> Result<(), String> {
         if round < self.next_round {
             // Applied already by a state transfer.
@@ -133,7 +138,8 @@ impl Executor {
                 self.height
             ));
         }
-        self.execute(round, time_ms, requests, true).map(|_| ())
+        self.execute(round, time_ms, requests, true, Some(scabc))
+            .map(|_| ())
     }
 
     /// Executes and commits one round; returns the state digest at a checkpoint round.
@@ -143,6 +149,7 @@ impl Executor {
         time_ms: u64,
         requests: Vec<Vec<u8>>,
         sign: bool,
+        scabc: Option<ScabcPoint>,
     ) -> Result<Option<[u8; 32]>, String> {
         let first = self.height;
         let mut answers = Vec::with_capacity(requests.len());
@@ -193,6 +200,7 @@ impl Executor {
                 root,
                 log_digest,
                 snapshot: snapshot.as_deref(),
+                scabc,
             })
             .map_err(|error| error.to_string())?;
         self.next_round = round + 1;
@@ -316,7 +324,8 @@ impl Executor {
         let rounds = records.len() as u64;
         let mut state_digest = None;
         for record in records {
-            state_digest = self.execute(record.round, record.time_ms, record.requests, false)?;
+            state_digest =
+                self.execute(record.round, record.time_ms, record.requests, false, None)?;
             self.metrics
                 .rounds_transferred
                 .fetch_add(1, Ordering::Relaxed);

@@ -5,12 +5,15 @@
 //! * `POST /v1/kv/put?key=K` (body: the value) and `GET /v1/kv/get?key=K` build a kv request with
 //!   the client's `&nonce=<32 hex digits>`, or a fresh random nonce when it gives none; `POST /v1/submit` takes an encoded service request (the client made
 //!   its own nonce). All three answer `200` with the `SignedAnswer` JSON once the request's
-//!   round is executed and its signature combined.
+//!   round is executed and its signature combined. `POST /v1/submit?encrypt` takes a TDH2
+//!   ciphertext (`Ciphertext::to_bytes`) of an encoded service request for secure causal atomic
+//!   broadcast; the answer is the `SignedAnswer` of the plaintext (`400` for a ciphertext that
+//!   does not decode or is not valid for the group: it is never ordered).
 //! * `GET /health` → `{"server", "height", "round", "peers_connected"}`; `GET /metrics` →
 //!   Prometheus text.
 //! * Errors: `400` malformed input (with a message), `413` body over
 //!   [`crate::Tunables::http_body_bytes_max`], `503` overload (queues full), `504` no answer
-//!   within [`crate::Tunables::request_timeout`], `501` for `?encrypt` (not wired yet).
+//!   within [`crate::Tunables::request_timeout`].
 //!
 //! Streaming: a TCP connection carries frames `[u32 length][u64 id][request]` from the client and
 //! `[u32 length][u64 id][u8 status][payload]` back (big-endian; `length` counts what follows
@@ -33,6 +36,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use sintra_crypto::ServerId;
+use sintra_crypto::encoding::{Decode, Encode};
+use sintra_crypto::tdh2::Ciphertext;
 use sintra_net::LinksHandle;
 use sintra_services::answers::SignedAnswer;
 use sintra_services::kv::{KvRequest, NONCE_BYTES};
@@ -46,7 +51,7 @@ use tracing::{debug, warn};
 use crate::ServiceFiles;
 use crate::coordinator::{Answered, Register};
 use crate::metrics::Metrics;
-use crate::protocol::{Submission, SubmitError};
+use crate::protocol::{Request, Submission, SubmitError};
 
 /// Requests one streaming connection may have in flight.
 pub const STREAM_IN_FLIGHT_MAX: usize = 4096;
@@ -127,7 +132,35 @@ impl Gateway {
     /// Submits a request whose answer the batch signature covers (kv, and any answer its
     /// service does not sign on its own), waits for the `SignedAnswer`.
     pub(crate) async fn submit_batch(&self, request: Vec<u8>) -> Result<SignedAnswer, Failure> {
-        match self.submit(request).await? {
+        let answered = self.submit(request).await?;
+        self.batch_answer(answered)
+    }
+
+    /// Submits a client's TDH2 ciphertext of a request (secure causal atomic broadcast), waits
+    /// for the `SignedAnswer` of the plaintext.
+    pub(crate) async fn submit_confidential(&self, body: &[u8]) -> Result<SignedAnswer, Failure> {
+        if body.len() > self.request_bytes_max {
+            return Err(Failure::TooLarge(format!(
+                "ciphertext of {} bytes exceeds the maximum {}",
+                body.len(),
+                self.request_bytes_max
+            )));
+        }
+        let ciphertext = Ciphertext::from_bytes(body)
+            .map_err(|error| Failure::Malformed(format!("not a TDH2 ciphertext: {error}")))?;
+        let digest: [u8; 32] = Sha256::digest(ciphertext.to_bytes()).into();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let request = Request::Confidential {
+            ciphertext: Box::new(ciphertext),
+            digest,
+            waiter: answer_tx,
+        };
+        let answered = self.wait(request, answer_rx).await?;
+        self.batch_answer(answered)
+    }
+
+    fn batch_answer(&self, answered: Answered) -> Result<SignedAnswer, Failure> {
+        match answered {
             Answered::Batch(mut signed) => {
                 if self.byzantine {
                     signed.answer.push(0x5a);
@@ -161,6 +194,15 @@ impl Gateway {
                 reply: answer_tx,
             })
             .map_err(|_| Failure::Overloaded("too many clients waiting".into()))?;
+        self.wait(Request::Plain(request), answer_rx).await
+    }
+
+    /// Hands `request` to the protocol task, waits for its answer on `answer_rx`.
+    async fn wait(
+        &self,
+        request: Request,
+        answer_rx: oneshot::Receiver<Answered>,
+    ) -> Result<Answered, Failure> {
         let (taken_tx, taken_rx) = oneshot::channel();
         self.submissions
             .try_send(Submission {
@@ -176,6 +218,7 @@ impl Gateway {
         match taken_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(SubmitError::Overloaded(message))) => return Err(Failure::Overloaded(message)),
+            Ok(Err(SubmitError::Invalid(message))) => return Err(Failure::Malformed(message)),
             Ok(Err(error @ SubmitError::TooLarge { .. })) => {
                 return Err(Failure::TooLarge(error.to_string()));
             }
@@ -250,21 +293,17 @@ async fn submit(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<axum::Json<SignedAnswer>, Response> {
-    if query.as_deref().is_some_and(|query| {
+    let encrypt = query.as_deref().is_some_and(|query| {
         query
             .split('&')
             .any(|part| part.split('=').next() == Some("encrypt"))
-    }) {
-        let body = serde_json::json!({
-            "error": "confidential requests (secure causal atomic broadcast) are not served yet"
-        });
-        return Err((StatusCode::NOT_IMPLEMENTED, axum::Json(body)).into_response());
-    }
-    gateway
-        .submit_batch(body.to_vec())
-        .await
-        .map(axum::Json)
-        .map_err(IntoResponse::into_response)
+    });
+    let answer = if encrypt {
+        gateway.submit_confidential(&body).await
+    } else {
+        gateway.submit_batch(body.to_vec()).await
+    };
+    answer.map(axum::Json).map_err(IntoResponse::into_response)
 }
 
 #[derive(Debug, Serialize)]

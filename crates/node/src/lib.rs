@@ -30,7 +30,7 @@ pub mod protocol;
 mod signer;
 pub mod store;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +44,7 @@ use sintra_net::{
     LinkKeypair, LinkLimits, LinkPublicKey, Links, LinksConfig, LinksHandle, PeerConfig,
 };
 use sintra_protocols::abc::{Abc, AbcConfig};
+use sintra_protocols::scabc::Scabc;
 use sintra_protocols::{InstanceId, Party};
 use sintra_services::ca::{self, Ca, CaPolicy};
 use sintra_services::directory::{self, Directory};
@@ -59,11 +60,15 @@ use tracing::{info, warn};
 
 pub use coordinator::{TRANSFER_REPLY_BYTES_MAX, WAITING_CLIENTS_MAX};
 pub use metrics::Metrics;
+use store::FenceSpace;
 pub use store::{LogEntry, Store, StoreError};
 
 /// The atomic-broadcast instance of a group (bound into every protocol signature and into the
 /// checkpoint and answer-proof contexts).
 pub const ABC_INSTANCE: &str = "sintra/abc";
+/// The secure causal atomic broadcast instance of a group (confidential requests); its ordering
+/// runs in `sintra/scabc/abc`.
+pub const SCABC_INSTANCE: &str = "sintra/scabc";
 /// Log entries replayed per read when the service is rebuilt at start-up.
 const REPLAY_CHUNK: u64 = 4096;
 /// Client submissions waiting for the protocol task (default of
@@ -259,6 +264,9 @@ impl Node {
         let instance = InstanceId::root("sintra")
             .and_then(|root| root.child("abc"))
             .ok_or_else(|| NodeError::Config("invalid instance id".into()))?;
+        let scabc_instance = InstanceId::root("sintra")
+            .and_then(|root| root.child("scabc"))
+            .ok_or_else(|| NodeError::Config("invalid instance id".into()))?;
         let store_dir = data_dir.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
             .await
@@ -310,6 +318,19 @@ impl Node {
             stored.height,
             recent,
         );
+        // Secure causal atomic broadcast resumes where the last executed round found it; ordering
+        // rounds after that are delivered again from the others' decisions (silent behind its
+        // fence), and positions this server may have shared before ask peers for replies.
+        let mut scabc = Scabc::resume(
+            scabc_instance.clone(),
+            abc_config,
+            stored.scabc.next_round,
+            stored.scabc.height,
+            std::iter::empty(),
+        );
+        if let Some(shared) = stored.scabc_share_fence {
+            scabc.expect_replies_through(shared);
+        }
         let mut seed = [0; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let party = Party::new(group.clone(), keys.clone(), seed);
@@ -368,7 +389,14 @@ impl Node {
             outbound_rx,
             links.clone(),
             store.clone(),
-            stored.fence,
+            [
+                (FenceSpace::Abc, stored.fence),
+                (FenceSpace::ScabcRounds, stored.scabc_fence),
+                (FenceSpace::ScabcShares, stored.scabc_share_fence),
+            ]
+            .into_iter()
+            .filter_map(|(space, fence)| Some((space, fence?)))
+            .collect(),
             metrics.clone(),
             fence_value,
         )));
@@ -377,7 +405,14 @@ impl Node {
             abc,
             config: abc_config,
             instance: instance.clone(),
+            scabc,
+            scabc_instance,
             silent_through: stored.fence,
+            scabc_silent_through: stored.scabc_fence,
+            confidential: HashMap::new(),
+            confidential_count: 0,
+            opened: VecDeque::new(),
+            registrations: register_tx.clone(),
             max_round_emitted: None,
             reported_round: stored.next_round,
             positions: stored.height,

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub submitted: AtomicU64,
     /// Client requests refused because the queue was full.
     pub refused_full: AtomicU64,
+    /// Confidential requests opened here (secure causal atomic broadcast delivered them).
+    pub opened: AtomicU64,
     /// Signed answers handed to clients.
     pub answers_signed: AtomicU64,
     /// Answer batches whose signature was combined here.
@@ -159,6 +161,12 @@ impl Metrics {
             "Client requests refused: queue full.",
             "counter",
             load(&self.refused_full),
+        );
+        gauge(
+            "confidential_opened_total",
+            "Confidential requests ordered and opened.",
+            "counter",
+            load(&self.opened),
         );
         gauge(
             "answers_signed_total",

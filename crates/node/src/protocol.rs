@@ -1,7 +1,15 @@
-//! The protocol task: owns the [`Party`] and the [`Abc`] state machine, and never blocks on IO or
-//! on RSA. It decodes what the links deliver, feeds protocol messages and client submissions to
-//! atomic broadcast, loops its own broadcasts back, hands outgoing messages to the sender task,
-//! delivered rounds to the executor, and every other node message to the coordinator.
+//! The protocol task: owns the [`Party`] and the [`Abc`] and [`Scabc`] state machines, and never
+//! blocks on IO or on RSA. It decodes what the links deliver, routes protocol messages by instance
+//! (within `sintra/abc` to atomic broadcast, within `sintra/scabc` to secure causal atomic
+//! broadcast), feeds client submissions to them, loops its own broadcasts back, hands outgoing
+//! messages to the sender task, delivered rounds to the executor, and every other node message to
+//! the coordinator.
+//!
+//! **Confidential requests.** A ciphertext is ordered by [`Scabc`]; once it is opened, *every*
+//! server submits the plaintext to the plain atomic broadcast (deduplication by digest delivers
+//! it once), so the service executes it in the one plain order, and the client that waits for it
+//! here is handed to the coordinator under the plaintext's digest (docs/node.md, "Confidential
+//! requests").
 //!
 //! **The send fence.** Before a message of round `r` leaves, the sender task durably records a
 //! fence `≥ r`. After a restart (or when the instance is rebuilt after a state transfer) the task
@@ -9,34 +17,65 @@
 //! of those rounds, so it can never contradict a vote it sent before it stopped. It still sends
 //! what cannot contradict anything — a request for a certified batch body, a body it holds, and
 //! atomic broadcast's own CATCH-UP/DECIDED — and it still delivers those rounds from the others'
-//! decisions.
+//! decisions. The rounds of secure causal atomic broadcast's ordering (`sintra/scabc/abc`) have a
+//! fence of their own. Decryption shares are not fenced: a share's value is deterministic (only
+//! its proof is randomised), so a share made again after a restart contradicts nothing, and it
+//! is made only once its position is ordered.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 use sintra_crypto::ServerId;
 use sintra_crypto::encoding::{Decode, Encode};
+use sintra_crypto::tdh2::Ciphertext;
 use sintra_net::{Incoming, LinksHandle, SendError};
 use sintra_protocols::abc::{Abc, AbcConfig, AbcError, Delivered};
-use sintra_protocols::{Body, FaultKind, InstanceId, Message, Party, Step, Target, cbc};
+use sintra_protocols::scabc::{self, Scabc, ScabcError};
+use sintra_protocols::{
+    Body, Fault, FaultKind, InstanceId, Message, Outgoing, Party, Step, Target, cbc,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::coordinator::{Answered, Register};
 use crate::executor::ExecInput;
 use crate::message::NodeMessage;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{FenceSpace, ScabcPoint, Store};
 
 /// A client request on its way to atomic broadcast.
 #[derive(Debug)]
 pub(crate) struct Submission {
-    /// The encoded service request.
-    pub request: Vec<u8>,
+    /// The request.
+    pub request: Request,
     /// Whether atomic broadcast took it.
     pub reply: oneshot::Sender<Result<(), SubmitError>>,
 }
+
+/// What a client submits.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// An encoded service request, ordered by the plain atomic broadcast.
+    Plain(Vec<u8>),
+    /// A TDH2 ciphertext of an encoded service request, for secure causal atomic broadcast.
+    Confidential {
+        ciphertext: Box<Ciphertext>,
+        /// SHA-256 of `ciphertext.to_bytes()`.
+        digest: [u8; 32],
+        /// The client, waiting for the signed answer to the plaintext.
+        waiter: oneshot::Sender<Answered>,
+    },
+}
+
+/// Clients waiting here for their ciphertext to be opened (then they wait at the coordinator
+/// under the plaintext's digest); beyond it confidential requests are refused (`503`).
+pub(crate) const CONFIDENTIAL_WAITERS_MAX: usize = 4096;
+/// Opened plaintexts waiting for room in the plain atomic broadcast's pending queue; beyond it
+/// a plaintext is dropped here (counted) and ordered from the other servers' copies.
+pub(crate) const OPENED_QUEUE_MAX: usize = 4096;
 
 /// Why a request was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +83,9 @@ pub enum SubmitError {
     /// Back-pressure: the pending queue (or the channel to it) is full.
     #[error("the server is overloaded: {0}")]
     Overloaded(String),
+    /// The ciphertext is not valid for the group's secure causal atomic broadcast.
+    #[error("{0}")]
+    Invalid(String),
     /// The request exceeds the size atomic broadcast accepts.
     #[error("request of {len} bytes exceeds the maximum {max}")]
     TooLarge {
@@ -70,8 +112,9 @@ pub(crate) struct ResumePoint {
 pub(crate) struct Outbound {
     pub to: Target,
     pub bytes: Bytes,
-    /// The round whose fence must cover it (`None`: exempt from the fence).
-    pub fenced_round: Option<u64>,
+    /// The fence space and round (or position) the fence must cover before it leaves (`None`:
+    /// exempt from the fence).
+    pub fenced: Option<(FenceSpace, u64)>,
 }
 
 /// Outgoing messages the sender task may hold (each a batch from one step).
@@ -86,8 +129,22 @@ pub(crate) struct ProtocolTask {
     pub abc: Abc,
     pub config: AbcConfig,
     pub instance: InstanceId,
+    /// Secure causal atomic broadcast (`sintra/scabc`).
+    pub scabc: Scabc,
+    /// Its instance id.
+    pub scabc_instance: InstanceId,
     /// Silent (see the module documentation) for rounds up to this one.
     pub silent_through: Option<u64>,
+    /// Silent for the rounds of secure causal atomic broadcast's ordering up to this one.
+    pub scabc_silent_through: Option<u64>,
+    /// Clients waiting for their ciphertext (by SHA-256 of its encoding) to be opened.
+    pub confidential: HashMap<[u8; 32], Vec<oneshot::Sender<Answered>>>,
+    /// Clients in `confidential`.
+    pub confidential_count: usize,
+    /// Opened plaintexts waiting for room in the plain atomic broadcast.
+    pub opened: VecDeque<Vec<u8>>,
+    /// Where waiting clients are handed over to the coordinator.
+    pub registrations: mpsc::Sender<Register>,
     /// The highest round of a fenced message handed to the sender.
     pub max_round_emitted: Option<u64>,
     /// The next round to report to the executor (rounds are reported even when empty).
@@ -108,19 +165,33 @@ pub(crate) struct ProtocolTask {
     pub forward_peers: usize,
 }
 
+/// A step of one of the two protocols.
+enum Stepped {
+    Plain(Step<Delivered>),
+    Confidential(Step<scabc::Delivered>),
+}
+
 impl ProtocolTask {
     pub(crate) async fn run(mut self) {
         info!(
             server = %self.party.id,
             round = self.abc.round(),
             height = self.positions,
+            scabc_round = self.scabc.abc().round(),
+            scabc_height = self.scabc.abc().delivered_count(),
             silent_through = ?self.silent_through,
+            scabc_silent_through = ?self.scabc_silent_through,
             "protocol task started"
         );
         loop {
             // The clock this server proposes with its next batch; the round's time is the
             // median over the round's batches, so a wrong clock here cannot decide it.
-            self.abc.set_time(unix_time_ms());
+            let now = unix_time_ms();
+            self.abc.set_time(now);
+            self.scabc.set_time(now);
+            if !self.opened.is_empty() && !self.submit_opened().await {
+                break;
+            }
             tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => {
@@ -145,7 +216,7 @@ impl ProtocolTask {
                     }
                     let round = *self.catch_up.borrow_and_update();
                     let step = self.abc.catch_up_to(&mut self.party, round);
-                    if !self.handle_step(step).await {
+                    if !self.handle_step(Stepped::Plain(step)).await {
                         break;
                     }
                 }
@@ -176,6 +247,8 @@ impl ProtocolTask {
     }
 
     /// Rebuilds atomic broadcast at a later round after a state transfer. Never goes back.
+    /// (Secure causal atomic broadcast is not rebuilt: its outcome reaches the service through
+    /// the plain log, which the transfer brought.)
     async fn rebuild(&mut self, point: ResumePoint) -> bool {
         if point.next_round <= self.abc.round() {
             return true;
@@ -197,8 +270,30 @@ impl ProtocolTask {
         );
         self.reported_round = point.next_round;
         self.positions = point.height;
-        self.loopback.clear();
+        // Only the plain instance's messages are dropped; the other's stay valid.
+        let instance = self.instance.clone();
+        self.loopback
+            .retain(|message| !message.instance.is_within(&instance));
         true
+    }
+
+    /// The step of the protocol a message is for, or `None` (a fault) when it is for neither.
+    fn route(&mut self, from: ServerId, message: &Message) -> Option<Stepped> {
+        if message.instance.is_within(&self.instance) {
+            Some(Stepped::Plain(self.abc.handle_message(
+                &mut self.party,
+                from,
+                message,
+            )))
+        } else if message.instance.is_within(&self.scabc_instance) {
+            Some(Stepped::Confidential(self.scabc.handle_message(
+                &mut self.party,
+                from,
+                message,
+            )))
+        } else {
+            None
+        }
     }
 
     async fn on_incoming(&mut self, incoming: Incoming) -> bool {
@@ -212,19 +307,18 @@ impl ProtocolTask {
             }
         };
         match message {
-            NodeMessage::Protocol(message) => {
-                if !message.instance.is_within(&self.instance) {
+            NodeMessage::Protocol(message) => match self.route(from, &message) {
+                Some(step) => self.handle_step(step).await,
+                None => {
                     self.metrics
                         .fault(from, fault_name(FaultKind::UnexpectedMessage));
                     warn!(peer = %from, instance = %message.instance, "message for an unknown instance");
-                    return true;
+                    true
                 }
-                let step = self.abc.handle_message(&mut self.party, from, &message);
-                self.handle_step(step).await
-            }
+            },
             NodeMessage::Forward { request } => {
                 match self.abc.submit(&mut self.party, request) {
-                    Ok(step) => self.handle_step(step).await,
+                    Ok(step) => self.handle_step(Stepped::Plain(step)).await,
                     Err(AbcError::TooLarge { .. }) => {
                         self.metrics.fault(from, "invalid_value");
                         warn!(peer = %from, "forwarded request beyond the size limit");
@@ -273,7 +367,7 @@ impl ProtocolTask {
             .map(|to| Outbound {
                 to,
                 bytes: bytes.clone(),
-                fenced_round: None,
+                fenced: None,
             })
             .collect();
         self.outbound.send(outbound).await.is_ok()
@@ -281,25 +375,50 @@ impl ProtocolTask {
 
     async fn on_submission(&mut self, submission: Submission) -> bool {
         let Submission { request, reply } = submission;
+        match request {
+            Request::Plain(request) => self.on_plain(request, reply).await,
+            Request::Confidential {
+                ciphertext,
+                digest,
+                waiter,
+            } => {
+                self.on_confidential(*ciphertext, digest, waiter, reply)
+                    .await
+            }
+        }
+    }
+
+    async fn on_plain(
+        &mut self,
+        request: Vec<u8>,
+        reply: oneshot::Sender<Result<(), SubmitError>>,
+    ) -> bool {
         let copy = request.clone();
         match self.abc.submit(&mut self.party, request) {
             Ok(step) => {
                 self.metrics.submitted.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Ok(()));
-                self.forward(&copy).await && self.handle_step(step).await
+                self.forward(&copy).await && self.handle_step(Stepped::Plain(step)).await
             }
-            Err(AbcError::QueueFull { max }) => {
+            Err(error) => self.refused(error, reply),
+        }
+    }
+
+    /// Answers a submission atomic broadcast refused; false when the node cannot go on.
+    fn refused(&self, error: AbcError, reply: oneshot::Sender<Result<(), SubmitError>>) -> bool {
+        match error {
+            AbcError::QueueFull { max } => {
                 self.metrics.refused_full.fetch_add(1, Ordering::Relaxed);
                 let _ = reply.send(Err(SubmitError::Overloaded(format!(
                     "{max} requests are pending"
                 ))));
                 true
             }
-            Err(AbcError::TooLarge { len, max }) => {
+            AbcError::TooLarge { len, max } => {
                 let _ = reply.send(Err(SubmitError::TooLarge { len, max }));
                 true
             }
-            Err(AbcError::InstanceIdTooLong) => {
+            AbcError::InstanceIdTooLong => {
                 error!("the atomic-broadcast instance id is too long");
                 let _ = reply.send(Err(SubmitError::Stopping));
                 false
@@ -307,42 +426,175 @@ impl ProtocolTask {
         }
     }
 
+    /// A client's ciphertext: checked and ordered by secure causal atomic broadcast; the
+    /// client waits here until it is opened.
+    async fn on_confidential(
+        &mut self,
+        ciphertext: Ciphertext,
+        digest: [u8; 32],
+        waiter: oneshot::Sender<Answered>,
+        reply: oneshot::Sender<Result<(), SubmitError>>,
+    ) -> bool {
+        if self.confidential_count >= CONFIDENTIAL_WAITERS_MAX {
+            // Clients that gave up leave closed channels behind.
+            self.confidential.retain(|_, waiting| {
+                waiting.retain(|waiter| !waiter.is_closed());
+                !waiting.is_empty()
+            });
+            self.confidential_count = self.confidential.values().map(Vec::len).sum();
+            if self.confidential_count >= CONFIDENTIAL_WAITERS_MAX {
+                self.metrics.refused_full.fetch_add(1, Ordering::Relaxed);
+                let _ = reply.send(Err(SubmitError::Overloaded(format!(
+                    "{CONFIDENTIAL_WAITERS_MAX} confidential requests are waiting"
+                ))));
+                return true;
+            }
+        }
+        match self.scabc.submit(&mut self.party, ciphertext) {
+            Ok(step) => {
+                self.metrics.submitted.fetch_add(1, Ordering::Relaxed);
+                self.confidential.entry(digest).or_default().push(waiter);
+                self.confidential_count += 1;
+                let _ = reply.send(Ok(()));
+                self.handle_step(Stepped::Confidential(step)).await
+            }
+            Err(ScabcError::InvalidCiphertext) => {
+                let _ = reply.send(Err(SubmitError::Invalid(
+                    "the ciphertext is not valid for this group's confidential requests".into(),
+                )));
+                true
+            }
+            Err(ScabcError::Abc(error)) => self.refused(error, reply),
+        }
+    }
+
+    /// Secure causal atomic broadcast opened a ciphertext: its waiting clients move to the
+    /// coordinator under the plaintext's digest — before the plaintext is submitted, so that
+    /// the registration precedes the round that executes it — and the plaintext goes to the
+    /// plain atomic broadcast.
+    fn on_opened(&mut self, delivered: scabc::Delivered) {
+        self.metrics.opened.fetch_add(1, Ordering::Relaxed);
+        if let Some(waiting) = self.confidential.remove(&delivered.ciphertext_digest) {
+            self.confidential_count = self.confidential_count.saturating_sub(waiting.len());
+            let digest: [u8; 32] = Sha256::digest(&delivered.plaintext).into();
+            for reply in waiting {
+                if reply.is_closed() {
+                    continue;
+                }
+                // A full channel drops the client (the gateway answers 503).
+                let _ = self.registrations.try_send(Register { digest, reply });
+            }
+        }
+        if self.opened.len() >= OPENED_QUEUE_MAX {
+            self.metrics.refused_full.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                position = delivered.position,
+                "opened plaintext dropped here: the queue to atomic broadcast is full"
+            );
+            return;
+        }
+        self.opened.push_back(delivered.plaintext);
+    }
+
+    /// Submits opened plaintexts to the plain atomic broadcast while its pending queue has
+    /// room.
+    async fn submit_opened(&mut self) -> bool {
+        while self.abc.pending() < self.config.pending_requests_max {
+            let Some(plaintext) = self.opened.pop_front() else {
+                break;
+            };
+            match self.abc.submit(&mut self.party, plaintext) {
+                Ok(step) => {
+                    if !self.handle_step(Stepped::Plain(step)).await {
+                        return false;
+                    }
+                }
+                Err(AbcError::QueueFull { .. }) => break,
+                // Every server finds the same: the plaintext is never ordered.
+                Err(error) => {
+                    warn!(%error, "an opened plaintext cannot be ordered");
+                }
+            }
+        }
+        true
+    }
+
     /// Acts on a step and on everything it loops back, until nothing is left. Returns false when
     /// a downstream task is gone (the node is stopping).
-    async fn handle_step(&mut self, step: Step<Delivered>) -> bool {
+    async fn handle_step(&mut self, step: Stepped) -> bool {
         let mut step = step;
         loop {
-            if !self.apply(step).await {
-                return false;
+            match step {
+                Stepped::Plain(step) => {
+                    if !self.send_messages(step.messages, &step.faults).await
+                        || !self.report_rounds(step.outputs).await
+                    {
+                        return false;
+                    }
+                }
+                Stepped::Confidential(step) => {
+                    if !self.send_messages(step.messages, &step.faults).await {
+                        return false;
+                    }
+                    for delivered in step.outputs {
+                        self.on_opened(delivered);
+                    }
+                }
             }
             let Some(message) = self.loopback.pop_front() else {
                 return true;
             };
             let me = self.party.id;
-            step = self.abc.handle_message(&mut self.party, me, &message);
+            // Own messages are always for one of the two instances.
+            step = match self.route(me, &message) {
+                Some(next) => next,
+                None => Stepped::Plain(Step::new()),
+            };
         }
     }
 
-    async fn apply(&mut self, step: Step<Delivered>) -> bool {
-        for fault in &step.faults {
+    /// The fence space and round (or position) a message belongs to, `None` when exempt.
+    fn fence_of(&self, message: &Message) -> Option<(FenceSpace, u64)> {
+        if exempt_from_fence(message) {
+            return None;
+        }
+        if let Some(round) = round_of(&self.instance, message) {
+            return Some((FenceSpace::Abc, round));
+        }
+        round_of(self.scabc.abc().instance(), message).map(|round| (FenceSpace::ScabcRounds, round))
+    }
+
+    async fn send_messages(&mut self, messages: Vec<Outgoing>, faults: &[Fault]) -> bool {
+        for fault in faults {
             self.metrics.fault(fault.server, fault_name(fault.kind));
             warn!(peer = %fault.server, instance = %fault.instance, kind = ?fault.kind, "fault");
         }
-        let mut outbound = Vec::with_capacity(step.messages.len());
-        for outgoing in step.messages {
-            let round = round_of(&self.instance, &outgoing.message);
-            let exempt = exempt_from_fence(&outgoing.message);
-            if let Some(round) = round
-                && !exempt
-                && self.silent_through.is_some_and(|fence| round <= fence)
-            {
+        let mut outbound = Vec::with_capacity(messages.len());
+        for outgoing in messages {
+            let fenced = self.fence_of(&outgoing.message);
+            let silent = match fenced {
+                Some((FenceSpace::Abc, round)) => {
+                    self.silent_through.is_some_and(|fence| round <= fence)
+                }
+                Some((FenceSpace::ScabcRounds, round)) => self
+                    .scabc_silent_through
+                    .is_some_and(|fence| round <= fence),
+                _ => false,
+            };
+            if silent {
                 self.metrics.fenced_messages.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let fenced_round = if exempt { None } else { round };
-            if fenced_round.is_some() {
-                self.max_round_emitted = self.max_round_emitted.max(fenced_round);
+            if let Some((FenceSpace::Abc, round)) = fenced {
+                self.max_round_emitted = self.max_round_emitted.max(Some(round));
             }
+            // A decryption share raises the share fence (not a silence: see the module
+            // documentation), which tells this server after a restart which positions to ask
+            // replies for.
+            let fenced = fenced.or_else(|| {
+                share_position(&self.scabc_instance, &outgoing.message)
+                    .map(|position| (FenceSpace::ScabcShares, position))
+            });
             match outgoing.to {
                 Target::All => self.loopback.push_back(outgoing.message.clone()),
                 Target::Server(to) if to == self.party.id => {
@@ -355,13 +607,10 @@ impl ProtocolTask {
             outbound.push(Outbound {
                 to: outgoing.to,
                 bytes,
-                fenced_round,
+                fenced,
             });
         }
-        if !outbound.is_empty() && self.outbound.send(outbound).await.is_err() {
-            return false;
-        }
-        self.report_rounds(step.outputs).await
+        outbound.is_empty() || self.outbound.send(outbound).await.is_ok()
     }
 
     /// Hands every round atomic broadcast completed to the executor, empty ones included.
@@ -370,6 +619,10 @@ impl ProtocolTask {
         if now <= self.reported_round {
             return true;
         }
+        let scabc = ScabcPoint {
+            next_round: self.scabc.abc().round(),
+            height: self.scabc.abc().delivered_count(),
+        };
         let mut outputs = outputs.into_iter().peekable();
         for round in self.reported_round..now {
             let first = self.positions;
@@ -388,6 +641,7 @@ impl ProtocolTask {
                 first,
                 time_ms,
                 requests,
+                scabc,
             };
             if self.execution.send(input).await.is_err() {
                 return false;
@@ -413,7 +667,20 @@ fn unix_time_ms() -> u64 {
 /// instance's own messages (CATCH-UP, DECIDED).
 pub(crate) fn round_of(instance: &InstanceId, message: &Message) -> Option<u64> {
     let label = message.instance.label_below(instance)?;
-    let digits = label.strip_prefix('r')?;
+    canonical_decimal(label.strip_prefix('r')?)
+}
+
+/// The position of a decryption share (`<scabc>/d<position>`), `None` for other messages.
+fn share_position(scabc: &InstanceId, message: &Message) -> Option<u64> {
+    if !matches!(message.body, Body::Scabc(_)) {
+        return None;
+    }
+    let digits = message.instance.label_below(scabc)?.strip_prefix('d')?;
+    canonical_decimal(digits)
+}
+
+/// A decimal number without leading zeros (the form instance labels use).
+fn canonical_decimal(digits: &str) -> Option<u64> {
     let canonical = !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && (digits == "0" || !digits.starts_with('0'));
@@ -453,24 +720,27 @@ pub(crate) async fn sender_loop(
     mut outbound: mpsc::Receiver<Vec<Outbound>>,
     links: LinksHandle,
     store: Arc<Store>,
-    fence: Option<u64>,
+    fences: BTreeMap<FenceSpace, u64>,
     metrics: Arc<Metrics>,
     fence_value: Arc<AtomicU64>,
 ) {
-    let mut fence = fence;
+    let mut fences = fences;
     while let Some(batch) = outbound.recv().await {
         for message in batch {
-            if let Some(round) = message.fenced_round
-                && fence.is_none_or(|fence| round > fence)
+            if let Some((space, round)) = message.fenced
+                && fences.get(&space).is_none_or(|fence| round > *fence)
             {
                 let raised = round.saturating_add(FENCE_STRIDE);
                 let writer = store.clone();
-                let written = tokio::task::spawn_blocking(move || writer.set_fence(raised)).await;
+                let written =
+                    tokio::task::spawn_blocking(move || writer.set_fence_of(space, raised)).await;
                 match written {
                     Ok(Ok(())) => {
-                        fence = Some(raised);
-                        fence_value.store(raised, Ordering::Relaxed);
-                        metrics.fence.store(raised, Ordering::Relaxed);
+                        fences.insert(space, raised);
+                        if space == FenceSpace::Abc {
+                            fence_value.store(raised, Ordering::Relaxed);
+                            metrics.fence.store(raised, Ordering::Relaxed);
+                        }
                     }
                     Ok(Err(error)) => {
                         error!(%error, "cannot record the send fence; sending stops");

@@ -140,6 +140,40 @@ pub struct RoundCommit<'a> {
     pub log_digest: [u8; 32],
     /// At a checkpoint: the service snapshot after the round.
     pub snapshot: Option<&'a [u8]>,
+    /// Where secure causal atomic broadcast stood when the round was reported (`None`: leave
+    /// the stored point as it is).
+    pub scabc: Option<ScabcPoint>,
+}
+
+/// Where this server's secure causal atomic broadcast stands: the round of its atomic broadcast
+/// to deliver next, at position `height` (server-local progress, not part of the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScabcPoint {
+    /// The ordering round delivered next.
+    pub next_round: u64,
+    /// Ciphertexts ordered so far.
+    pub height: u64,
+}
+
+/// The independent spaces the send fence covers, each with its own durable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FenceSpace {
+    /// Rounds of the plain atomic broadcast `sintra/abc`.
+    Abc,
+    /// Rounds of the ordering atomic broadcast `sintra/scabc/abc`.
+    ScabcRounds,
+    /// Positions whose decryption share (`sintra/scabc/d<p>`) was sent.
+    ScabcShares,
+}
+
+impl FenceSpace {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Abc => "fence",
+            Self::ScabcRounds => "scabc_fence",
+            Self::ScabcShares => "scabc_share_fence",
+        }
+    }
 }
 
 /// What the store holds about the log as a whole.
@@ -153,6 +187,12 @@ pub struct StoredState {
     pub log_digest: [u8; 32],
     /// The send fence: the highest round this server may have sent a message of.
     pub fence: Option<u64>,
+    /// The same for the rounds of secure causal atomic broadcast's ordering.
+    pub scabc_fence: Option<u64>,
+    /// The highest position this server may have sent a decryption share for.
+    pub scabc_share_fence: Option<u64>,
+    /// Where secure causal atomic broadcast resumes (recorded with the plain rounds).
+    pub scabc: ScabcPoint,
 }
 
 /// A stored snapshot of the service.
@@ -304,7 +344,13 @@ impl Store {
             next_round: get_u64("next_round")?.unwrap_or(0),
             height: get_u64("height")?.unwrap_or(0),
             log_digest,
-            fence: get_u64("fence")?,
+            fence: get_u64(FenceSpace::Abc.key())?,
+            scabc_fence: get_u64(FenceSpace::ScabcRounds.key())?,
+            scabc_share_fence: get_u64(FenceSpace::ScabcShares.key())?,
+            scabc: ScabcPoint {
+                next_round: get_u64("scabc_next_round")?.unwrap_or(0),
+                height: get_u64("scabc_height")?.unwrap_or(0),
+            },
         })
     }
 
@@ -345,6 +391,15 @@ impl Store {
                 .map_err(|e| self.io(e))?;
             meta.insert("log_digest", commit.log_digest.as_slice())
                 .map_err(|e| self.io(e))?;
+            if let Some(point) = commit.scabc {
+                meta.insert(
+                    "scabc_next_round",
+                    point.next_round.to_be_bytes().as_slice(),
+                )
+                .map_err(|e| self.io(e))?;
+                meta.insert("scabc_height", point.height.to_be_bytes().as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
             if let Some(snapshot) = commit.snapshot {
                 let mut value = Vec::with_capacity(16 + snapshot.len());
                 value.extend_from_slice(&commit.round.to_be_bytes());
@@ -357,12 +412,17 @@ impl Store {
         txn.commit().map_err(|e| self.io(e))
     }
 
-    /// Durably records the send fence.
+    /// Durably records the send fence of atomic broadcast's rounds.
     pub fn set_fence(&self, fence: u64) -> Result<(), StoreError> {
+        self.set_fence_of(FenceSpace::Abc, fence)
+    }
+
+    /// Durably records the send fence of one space.
+    pub fn set_fence_of(&self, space: FenceSpace, fence: u64) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            meta.insert("fence", fence.to_be_bytes().as_slice())
+            meta.insert(space.key(), fence.to_be_bytes().as_slice())
                 .map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
@@ -561,6 +621,7 @@ mod tests {
                     root: [7; 32],
                     log_digest: [9; 32],
                     snapshot: None,
+                    scabc: None,
                 })
                 .unwrap();
             store
@@ -573,9 +634,14 @@ mod tests {
                     root: [0; 32],
                     log_digest: [9; 32],
                     snapshot: Some(b"snap"),
+                    scabc: Some(ScabcPoint {
+                        next_round: 3,
+                        height: 4,
+                    }),
                 })
                 .unwrap();
             store.set_fence(5).unwrap();
+            store.set_fence_of(FenceSpace::ScabcShares, 12).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let state = store.state().unwrap();
@@ -585,7 +651,13 @@ mod tests {
                 next_round: 2,
                 height: 2,
                 log_digest: [9; 32],
-                fence: Some(5)
+                fence: Some(5),
+                scabc_fence: None,
+                scabc_share_fence: Some(12),
+                scabc: ScabcPoint {
+                    next_round: 3,
+                    height: 4,
+                },
             }
         );
         let records = store.rounds(0, 10, usize::MAX).unwrap();

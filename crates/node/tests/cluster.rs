@@ -499,8 +499,9 @@ async fn garbage_and_malformed_input_are_refused_and_crash_nothing() {
     assert_eq!(status, 400);
     let (status, _) = http(gateway, "GET", "/v1/kv/get?key=a&nonce=xyz", b"").await;
     assert_eq!(status, 400);
+    // Bytes that are no TDH2 ciphertext: refused before anything is ordered.
     let (status, _) = http(gateway, "POST", "/v1/submit?encrypt", b"ciphertext").await;
-    assert_eq!(status, 501);
+    assert_eq!(status, 400);
     let (status, _) = http(gateway, "GET", "/nowhere", b"").await;
     assert_eq!(status, 404);
 
@@ -978,5 +979,134 @@ async fn every_service_answers_with_one_server_stopped_and_one_byzantine() {
     assert!(named > 0, "server 3's wrong shares were never named");
     let height = cluster.settle(&[1, 2, 3], 1).await;
     cluster.assert_same_logs(&[1, 2, 3], height);
+    cluster.shutdown().await;
+}
+
+/// A confidential request: the encoded request encrypted with TDH2 under the group's key and
+/// the label of `sintra/scabc`, as `sintra client --encrypt` makes it.
+fn encrypt(request: &[u8], seed: u64) -> Vec<u8> {
+    let instance = sintra_protocols::InstanceId::root("sintra")
+        .and_then(|root| root.child("scabc"))
+        .expect("instance id");
+    let label = sintra_protocols::scabc::request_label(&instance);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let ciphertext = keys()
+        .group
+        .encryption
+        .encrypt(&label, request, &mut rng)
+        .expect("encrypt");
+    sintra_crypto::encoding::Encode::to_bytes(&ciphertext)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn confidential_requests_are_ordered_once_opened_and_answered() {
+    logs();
+    let cluster = Cluster::start(&[1, 2, 3, 4]).await;
+    let all = [1, 2, 3, 4];
+    let put_request = KvRequest::Put {
+        nonce: [3; 16],
+        key: b"secret".to_vec(),
+        value: b"sealed".to_vec(),
+    }
+    .encode()
+    .expect("encode");
+    let ciphertext = encrypt(&put_request, 11);
+
+    // The same ciphertext at two servers at once: ordered and executed once, both answered.
+    let (first, second) = tokio::join!(
+        http(
+            cluster.node(1).gateway_addr(),
+            "POST",
+            "/v1/submit?encrypt",
+            &ciphertext
+        ),
+        http(
+            cluster.node(2).gateway_addr(),
+            "POST",
+            "/v1/submit?encrypt",
+            &ciphertext
+        ),
+    );
+    let mut answers = Vec::new();
+    for (at, (status, body)) in [(1, first), (2, second)] {
+        assert_eq!(
+            status,
+            200,
+            "confidential put at {at}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let answer = signed(&body);
+        // Checked against the client's own plaintext, under the service key alone.
+        answer
+            .verify(&keys().group.service, &put_request)
+            .expect("the signed answer verifies against the plaintext request");
+        answers.push(answer);
+    }
+    assert_eq!(answers[0].position, answers[1].position);
+    let position = answers[0].position;
+    assert_eq!(
+        KvAnswer::decode(&answers[0].answer).expect("kv answer"),
+        KvAnswer::Ok {
+            found: false,
+            value: Vec::new()
+        }
+    );
+
+    // A ciphertext with one byte changed, and bytes that are no ciphertext: 400, never ordered.
+    let mut altered = encrypt(&put_request, 12);
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    for bad in [altered.as_slice(), b"not a ciphertext".as_slice()] {
+        let (status, body) = http(
+            cluster.node(3).gateway_addr(),
+            "POST",
+            "/v1/submit?encrypt",
+            bad,
+        )
+        .await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            String::from_utf8_lossy(&body).contains("error"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    // The value is there for a confidential get at another server.
+    let get_request = KvRequest::Get {
+        nonce: [4; 16],
+        key: b"secret".to_vec(),
+    }
+    .encode()
+    .expect("encode");
+    let (status, body) = http(
+        cluster.node(3).gateway_addr(),
+        "POST",
+        "/v1/submit?encrypt",
+        &encrypt(&get_request, 13),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let got = signed(&body);
+    got.verify(&keys().group.service, &get_request)
+        .expect("the get's answer verifies against its plaintext");
+    assert_eq!(
+        KvAnswer::decode(&got.answer).expect("kv answer"),
+        KvAnswer::Ok {
+            found: true,
+            value: b"sealed".to_vec()
+        }
+    );
+
+    // Every log holds the plaintexts, each once, at the answered positions: nothing else
+    // (the altered ciphertext and the garbage were never ordered).
+    let height = cluster.settle(&all, 2).await;
+    assert_eq!(height, 2);
+    cluster.assert_same_logs(&all, height);
+    let log = cluster.node(4).log(0, height).expect("log");
+    assert_eq!(log[position as usize].request, put_request);
+    assert_eq!(log[got.position as usize].request, get_request);
+    let metrics = cluster.node(1).metrics();
+    assert!(metrics.opened.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     cluster.shutdown().await;
 }

@@ -32,6 +32,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use sha2::{Digest as _, Sha256};
 use sintra_crypto::encoding::{Decode, Encode};
 use sintra_crypto::tdh2::{Ciphertext, DecryptionShare};
 use sintra_crypto::{CombineError, Combined, Context, CryptoError, ServerId};
@@ -67,6 +68,9 @@ pub struct Delivered {
     pub position: u64,
     /// The plaintext.
     pub plaintext: Vec<u8>,
+    /// SHA-256 of the ordered ciphertext's encoding (`Ciphertext::to_bytes`): lets the runtime
+    /// match the plaintext with the client that submitted the ciphertext.
+    pub ciphertext_digest: [u8; 32],
 }
 
 /// Local misuse or back-pressure.
@@ -102,6 +106,8 @@ struct Position {
     own: Option<DecryptionShare>,
     /// Peers whose request for a reply was answered.
     answered: BTreeSet<ServerId>,
+    /// SHA-256 of the ordered ciphertext bytes.
+    digest: [u8; 32],
 }
 
 /// One secure causal atomic broadcast instance at one server.
@@ -247,6 +253,19 @@ impl Scabc {
         step
     }
 
+    /// After a restart: positions up to `position` may have been shared by this server before
+    /// it stopped, and peers that already opened them will not share them again unasked, so
+    /// this server's share of each of them asks for replies (as for shares it dropped).
+    pub fn expect_replies_through(&mut self, position: u64) {
+        self.dropped_through = self.dropped_through.max(Some(position));
+    }
+
+    /// [`Abc::set_time`] for the atomic broadcast underneath: the clock this server proposes
+    /// its ordering batches with (the plaintexts carry no time of their own).
+    pub fn set_time(&mut self, time_ms: u64) {
+        self.abc.set_time(time_ms);
+    }
+
     /// The atomic broadcast underneath.
     pub fn abc(&self) -> &Abc {
         &self.abc
@@ -307,6 +326,7 @@ impl Scabc {
         step: &mut Step<Delivered>,
     ) {
         let position = delivered.position;
+        let digest: [u8; 32] = Sha256::digest(&delivered.request).into();
         let early = self.early.remove(&position).unwrap_or_default();
         self.early = self.early.split_off(&position);
         let label = request_label(&self.instance);
@@ -338,6 +358,7 @@ impl Scabc {
                     },
                     own: None,
                     answered: BTreeSet::new(),
+                    digest,
                 },
             );
             return;
@@ -360,6 +381,7 @@ impl Scabc {
                 },
                 own: Some(own),
                 answered: BTreeSet::new(),
+                digest,
             },
         );
         self.try_open(party, position, step);
@@ -401,7 +423,7 @@ impl Scabc {
             }
             let slot = self.early.entry(position).or_default();
             match slot.get(&from) {
-                Some(kept) if kept == share => {}
+                Some(kept) if kept.same_value(share) => {}
                 Some(_) => step.fault(from, &instance, FaultKind::Equivocation),
                 None => {
                     slot.insert(from, share.clone());
@@ -425,8 +447,9 @@ impl Scabc {
             } => step.fault(from, &instance, FaultKind::UnexpectedMessage),
             State::Decrypting { shares, .. } => {
                 match shares.get(&from) {
-                    // Each server shares a position once (the same share when it replies).
-                    Some(kept) if kept == share => {}
+                    // Each server shares a position once (the same value when it replies or
+                    // shares again after a restart; only the proof's randomness differs).
+                    Some(kept) if kept.same_value(share) => {}
                     Some(_) => step.fault(from, &instance, FaultKind::Equivocation),
                     None => {
                         shares.insert(from, share.clone());
@@ -497,6 +520,7 @@ impl Scabc {
                         step.outputs.push(Delivered {
                             position: self.next_output,
                             plaintext,
+                            ciphertext_digest: entry.digest,
                         });
                     }
                 }

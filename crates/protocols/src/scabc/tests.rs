@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sha2::{Digest as _, Sha256};
 use sintra_crypto::encoding::{Decode, Encode};
 
 use super::*;
@@ -363,7 +364,7 @@ fn kinds(faults: &[Fault]) -> Vec<(u16, FaultKind)> {
 }
 
 #[test]
-fn forwarded_equivocated_or_misaddressed_shares_are_blamed() {
+fn forwarded_equivocated_or_misaddressed_shares_are_blamed_and_a_share_made_again_is_not() {
     let mut parties = network::parties(4, 0);
     let group = parties[0].group.clone();
     let mut scabc = Scabc::new(instance(), config());
@@ -400,9 +401,33 @@ fn forwarded_equivocated_or_misaddressed_shares_are_blamed() {
             .handle_message(party, id(2), &message(0, &share2))
             .is_empty()
     );
+    // The same share made again (after a restart): the same value with another proof, which
+    // contradicts nothing.
     let again = share_of(&mut parties[1]);
+    assert_ne!(again, share2);
     let party = &mut parties[0];
-    let step = scabc.handle_message(party, id(2), &message(0, &again));
+    assert!(
+        scabc
+            .handle_message(party, id(2), &message(0, &again))
+            .is_empty()
+    );
+    // A share of another value for the same position is equivocation.
+    let other = group
+        .encryption
+        .encrypt(
+            &request_label(&instance()),
+            b"y",
+            &mut ChaCha20Rng::seed_from_u64(2),
+        )
+        .unwrap();
+    let party = &mut parties[1];
+    let different = party
+        .keys
+        .encryption
+        .decryption_share(&request_label(&instance()), &other, &mut party.rng)
+        .unwrap();
+    let party = &mut parties[0];
+    let step = scabc.handle_message(party, id(2), &message(0, &different));
     assert_eq!(kinds(&step.faults), [(2, FaultKind::Equivocation)]);
     // Messages outside d<p>, or not shares, are blamed.
     for bad in [
@@ -490,6 +515,7 @@ fn a_single_server_skips_invalid_ciphertexts_in_order() {
     net.run();
     assert_eq!(net.nodes[0].next_position(), 1);
     let ciphertext = encrypt(&net, b"ok", 3);
+    let ciphertext_digest: [u8; 32] = Sha256::digest(ciphertext.to_bytes()).into();
     net.call(id(1), |scabc, party| {
         scabc.submit(party, ciphertext).unwrap()
     });
@@ -498,7 +524,8 @@ fn a_single_server_skips_invalid_ciphertexts_in_order() {
         net.outputs[&id(1)],
         [Delivered {
             position: 1,
-            plaintext: b"ok".to_vec()
+            plaintext: b"ok".to_vec(),
+            ciphertext_digest,
         }]
     );
 }
