@@ -22,7 +22,7 @@ use sintra_node::{Node, NodeConfig, ServiceFiles, Tunables};
 use sintra_services::answers::SignedAnswer;
 use sintra_services::ca::CaPolicy;
 use sintra_services::kv::{KvAnswer, KvRequest};
-use sintra_services::{directory, x509};
+use sintra_services::{ca, directory, notary, x509};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1109,4 +1109,102 @@ async fn confidential_requests_are_ordered_once_opened_and_answered() {
     let metrics = cluster.node(1).metrics();
     assert!(metrics.opened.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     cluster.shutdown().await;
+}
+
+/// 1,000 requests from 16 concurrent clients spread over the four servers — time-stamps and
+/// certificate requests mixed — get serial numbers that are unique across all servers and
+/// services, are the requests' 1-based log positions (so they increase with the total order),
+/// and whose time-stamps' times never go backwards along them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serial_numbers_are_unique_and_increase_with_the_order() {
+    logs();
+    let cluster = Arc::new(Cluster::start_with(&[1, 2, 3, 4], service_files(), None).await);
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path();
+    std::fs::write(path.join("data.txt"), b"a document").expect("write");
+    let (ok, text) = openssl(
+        path,
+        &[
+            "ts", "-query", "-data", "data.txt", "-sha256", "-out", "q.tsq",
+        ],
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = openssl(
+        path,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "k.pem",
+            "-subj",
+            "/CN=load.example.test",
+            "-out",
+            "r.csr",
+        ],
+    );
+    assert!(ok, "{text}");
+    let query = Arc::new(std::fs::read(path.join("q.tsq")).expect("query"));
+    let csr = Arc::new(std::fs::read(path.join("r.csr")).expect("csr"));
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 1_000;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let (cluster, query, csr) = (cluster.clone(), query.clone(), csr.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut serials = Vec::new();
+            for k in (client..REQUESTS).step_by(CLIENTS) {
+                let at = cluster.node(1 + (k % 4) as u16).gateway_addr();
+                if k % 5 == 4 {
+                    let bearer = format!("Authorization: Bearer {CA_TOKEN}\r\n");
+                    let (status, pem) =
+                        http_with(at, "POST", "/ca/certificates", &bearer, &csr).await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&pem));
+                    serials.push((x509::certificate_serial(&pem).expect("serial"), None));
+                } else {
+                    let (status, reply) = http(at, "POST", "/tsa", &query).await;
+                    assert_eq!(status, 200);
+                    let (serial, time) =
+                        notary::granted_serial_and_time(&reply).expect("a granted time-stamp");
+                    serials.push((serial, Some(time)));
+                }
+            }
+            serials
+        }));
+    }
+    let mut serials = Vec::new();
+    for task in tasks {
+        serials.extend(task.await.expect("client"));
+    }
+    assert_eq!(serials.len(), REQUESTS);
+    serials.sort();
+    let unique: std::collections::BTreeSet<u64> = serials.iter().map(|(s, _)| *s).collect();
+    assert_eq!(unique.len(), REQUESTS, "a serial number was given twice");
+    let times: Vec<&String> = serials.iter().filter_map(|(_, t)| t.as_ref()).collect();
+    assert_eq!(times.len(), REQUESTS * 4 / 5);
+    assert!(
+        times.windows(2).all(|pair| pair[0] <= pair[1]),
+        "a later serial carries an earlier time"
+    );
+    // Each serial is its request's position + 1 in every server's log.
+    let height = cluster.settle(&[1, 2, 3, 4], REQUESTS as u64).await;
+    cluster.assert_same_logs(&[1, 2, 3, 4], height);
+    let log = cluster.node(1).log(0, height).expect("log");
+    for (serial, time) in &serials {
+        let request = &log[(*serial - 1) as usize].request;
+        let expected = if time.is_some() {
+            notary::TAG_QUERY
+        } else {
+            ca::TAG_ISSUE
+        };
+        assert_eq!(request[0], expected, "serial {serial}");
+    }
+    match Arc::try_unwrap(cluster) {
+        Ok(cluster) => cluster.shutdown().await,
+        Err(_) => panic!("the clients still hold the cluster"),
+    }
 }
