@@ -276,6 +276,114 @@ struct SigningCertificateV2 {
     certs: Vec<EssCertIdV2>,
 }
 
+/// A time-stamp reply that does not verify for the query a client sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    /// Not a DER `TimeStampResp` with a granted token of this notary's layout.
+    #[error("not a granted time-stamp response: {0}")]
+    NotGranted(String),
+    /// The token stamps another document or query (imprint or nonce differ).
+    #[error("the token is for another query: {0}")]
+    OtherQuery(&'static str),
+    /// The signed attributes do not bind the token, or the signature does not verify under
+    /// the service key.
+    #[error("the token's signature does not verify under the service key")]
+    BadSignature,
+}
+
+/// A client's DER `TimeStampReq` for a SHA-256 digest, with `nonce` and `certReq` (what
+/// `openssl ts -query -sha256 [-cert]` sends).
+pub fn encode_query(sha256: &[u8; 32], nonce: u64, cert_req: bool) -> Vec<u8> {
+    let query = TimeStampQuery {
+        version: TspVersion::V1,
+        message_imprint: MessageImprint {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: ID_SHA_256,
+                parameters: None,
+            },
+            hashed_message: OctetString::new(sha256.to_vec())
+                .unwrap_or_else(|_| unreachable!("32 bytes fit an octet string")),
+        },
+        req_policy: None,
+        nonce: Int::new(&nonce.to_be_bytes()).ok(),
+        cert_req,
+        extensions: None,
+    };
+    query
+        .to_der()
+        .unwrap_or_else(|_| unreachable!("a fixed layout of bounded fields encodes"))
+}
+
+/// Checks a reply to [`encode_query`]`(sha256, nonce, _)` as a relying party would, with the
+/// service key alone: granted; the token's imprint and nonce are the query's; the signed
+/// attributes carry the SHA-256 of the `TSTInfo`; the RSA signature over them verifies. Returns
+/// the serial number and the `genTime` text.
+pub fn verify_reply(
+    reply_der: &[u8],
+    sha256: &[u8; 32],
+    nonce: u64,
+    service_key: &rsa::PublicKey,
+) -> Result<(u64, String), ReplyError> {
+    let not_granted = |why: &str| ReplyError::NotGranted(why.to_owned());
+    let reply = TimeStampResp::from_der(reply_der).map_err(|e| not_granted(&e.to_string()))?;
+    if reply.status.status != STATUS_GRANTED {
+        return Err(not_granted("the status is not granted"));
+    }
+    let token = reply
+        .time_stamp_token
+        .ok_or_else(|| not_granted("no token"))?;
+    if token.content_type != ID_SIGNED_DATA {
+        return Err(not_granted("the token is not signed data"));
+    }
+    let signed_data: SignedData = token
+        .content
+        .decode_as()
+        .map_err(|e| not_granted(&e.to_string()))?;
+    let content = signed_data
+        .encap_content_info
+        .econtent
+        .ok_or_else(|| not_granted("the token has no content"))?;
+    let tst_der = content.value();
+    let tst_info = TstInfo::from_der(tst_der).map_err(|e| not_granted(&e.to_string()))?;
+    if tst_info.message_imprint.hashed_message.as_bytes() != sha256 {
+        return Err(ReplyError::OtherQuery("message imprint"));
+    }
+    let expected_nonce = Int::new(&nonce.to_be_bytes()).map_err(|e| not_granted(&e.to_string()))?;
+    if tst_info.nonce.as_ref() != Some(&expected_nonce) {
+        return Err(ReplyError::OtherQuery("nonce"));
+    }
+    let [signer] = signed_data.signer_infos.0.as_slice() else {
+        return Err(not_granted("not exactly one signer"));
+    };
+    let attributes = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or_else(|| not_granted("no signed attributes"))?;
+    let digest = OctetString::new(Sha256::digest(tst_der).to_vec())
+        .map_err(|e| not_granted(&e.to_string()))?;
+    let binds = attributes.iter().any(|attribute| {
+        attribute.oid == ID_MESSAGE_DIGEST
+            && attribute
+                .values
+                .iter()
+                .any(|value| value.decode_as::<OctetString>().is_ok_and(|v| v == digest))
+    });
+    if !binds {
+        return Err(ReplyError::BadSignature);
+    }
+    let signed = attributes
+        .to_der()
+        .map_err(|e| not_granted(&e.to_string()))?;
+    let signature = rsa::Signature::from_raw_bytes(signer.signature.as_bytes())
+        .map_err(|_| ReplyError::BadSignature)?;
+    service_key
+        .verify(&signed, &signature)
+        .map_err(|_| ReplyError::BadSignature)?;
+    let time = String::from_utf8(tst_info.gen_time.value().to_vec())
+        .map_err(|e| not_granted(&e.to_string()))?;
+    Ok((tst_info.serial_number, time))
+}
+
 /// The serial number and the `genTime` text (`YYYYMMDDhhmmss[.fff]Z`, which orders as time does)
 /// of a granted `TimeStampResp` from this notary; `None` for a rejection or anything else. For
 /// clients and tests that report what they were given; it checks no signature.

@@ -520,3 +520,70 @@ proptest! {
         let _ = notary.execute(&context(2, 3), &encode_request(&[0; 16], &der));
     }
 }
+
+/// A client's own query (`notary::encode_query`) is one openssl accepts too, and the client's
+/// check of the reply (`notary::verify_reply`, the service key alone) accepts the genuine
+/// reply and refuses it for another document, another nonce, or after any one byte of the
+/// signed token content or of the signature changed.
+#[test]
+fn a_client_query_and_its_reply_verify_with_the_service_key_and_with_openssl() {
+    let dir = workspace();
+    let document = std::fs::read(dir.path().join("data.txt")).unwrap();
+    let digest: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &document,
+    ))
+    .into();
+    let query = notary::encode_query(&digest, 0x0123_4567_89ab_cdef, true);
+    let mut notary = notary();
+    let request = encode_request(&[5; 16], &query);
+    let answer = notary.execute(&context(41, now_ms()), &request);
+    let message = notary.signing_message(&request, &answer).expect("granted");
+    let reply = notary.complete(&request, &answer, &threshold_sign(&message));
+    let key = &group().0.service;
+    let (serial, time) = notary::verify_reply(&reply, &digest, 0x0123_4567_89ab_cdef, key)
+        .expect("the genuine reply verifies");
+    assert_eq!(serial, 42);
+    assert!(time.ends_with('Z'), "{time}");
+    assert_eq!(
+        notary::granted_serial_and_time(&reply),
+        Some((serial, time))
+    );
+    std::fs::write(dir.path().join("q.tsq"), &query).unwrap();
+    std::fs::write(dir.path().join("r.tsr"), &reply).unwrap();
+    let text = openssl(
+        dir.path(),
+        &[
+            "ts",
+            "-verify",
+            "-in",
+            "r.tsr",
+            "-queryfile",
+            "q.tsq",
+            "-CAfile",
+            "tsa.pem",
+        ],
+    );
+    assert!(text.contains("Verification: OK"), "{text}");
+    let mut other = digest;
+    other[0] ^= 1;
+    assert!(notary::verify_reply(&reply, &other, 0x0123_4567_89ab_cdef, key).is_err());
+    assert!(notary::verify_reply(&reply, &digest, 7, key).is_err());
+    // What the signature covers: the TSTInfo (answer = [0x00][certReq][TSTInfo]), and the
+    // signature itself (the reply's last bytes). CMS leaves other fields unsigned (e.g. the
+    // certificate set), so only these are meant to be tamper-evident.
+    let tst_info = &answer[2..];
+    let tst_at = reply
+        .windows(tst_info.len())
+        .position(|window| window == tst_info)
+        .expect("the reply carries the TSTInfo");
+    let signature_at = reply.len() - key.modulus_bytes();
+    for at in (tst_at..tst_at + tst_info.len()).chain(signature_at..reply.len()) {
+        let mut altered = reply.clone();
+        altered[at] ^= 0x01;
+        assert!(
+            notary::verify_reply(&altered, &digest, 0x0123_4567_89ab_cdef, key).is_err(),
+            "byte {at} changed and the reply still verified"
+        );
+    }
+}
