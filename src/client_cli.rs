@@ -1,5 +1,5 @@
-//! `sintra client`: one kv request to a group, printed only once its answer verified under the
-//! group's service key (crate `sintra-client`).
+//! `sintra client`: one request to a group — kv, a time-stamp, a directory entry — printed only
+//! once its answer verified under the group's service key (crate `sintra-client`).
 //!
 //! Exit status: 0 for a verified answer, 1 when no server gave one (every server's failure is
 //! listed) or the service's verified answer is an error, 2 for a usage or group-file error.
@@ -38,7 +38,7 @@ pub struct ClientArgs {
     request: KvCommand,
 }
 
-/// A kv request.
+/// A request: kv, the notary, the directory.
 #[derive(Subcommand, Debug)]
 enum KvCommand {
     /// Store VALUE under KEY; prints the previous value.
@@ -52,6 +52,41 @@ enum KvCommand {
     Get {
         /// The key.
         key: String,
+    },
+    /// Time-stamp FILE at the group's notary (RFC 3161): writes the verified reply to OUT
+    /// (default FILE.tsr) and the query to FILE.tsq, for `openssl ts -verify`. With `--encrypt`
+    /// the query is encrypted to the group and read only after its serial number is fixed.
+    Notarize {
+        /// The document.
+        file: PathBuf,
+        /// Where the reply goes (default: FILE.tsr).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Look KEY up in the directory; prints the verified statement (JSON) or writes it to OUT.
+    DirGet {
+        /// The key.
+        key: String,
+        /// Where the signed statement goes (default: printed).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write VALUE under KEY in the directory, signed with the owner key in OWNER_KEY (64 hex
+    /// digits of an Ed25519 seed; created when the file does not exist). The version is the
+    /// entry's next one.
+    DirPut {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The owner's key file.
+        #[arg(long)]
+        owner_key: PathBuf,
+    },
+    /// Check a saved directory statement under the group's service key (no server is asked).
+    DirVerify {
+        /// The statement (JSON, as `dir-get --out` saved it).
+        file: PathBuf,
     },
 }
 
@@ -91,6 +126,16 @@ pub fn run(args: ClientArgs) -> ExitCode {
         }
     };
     let (what, outcome) = match &args.request {
+        KvCommand::Notarize { file, out } => {
+            return notarize(&client, file, out.as_deref(), args.encrypt);
+        }
+        KvCommand::DirGet { key, out } => return dir_get(&client, key, out.as_deref()),
+        KvCommand::DirPut {
+            key,
+            value,
+            owner_key,
+        } => return dir_put(&client, key, value, owner_key),
+        KvCommand::DirVerify { file } => return dir_verify(&client, file),
         KvCommand::Put { key, value } => (
             format!("put {}", show(key.as_bytes())),
             client.put(key.as_bytes(), value.as_bytes()),
@@ -110,6 +155,174 @@ pub fn run(args: ClientArgs) -> ExitCode {
             eprintln!("sintra client: {what}: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn failed(what: &str, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("sintra client: {what}: {error}");
+    ExitCode::FAILURE
+}
+
+fn notes(failures: &[sintra_client::ServerFailure]) {
+    for failure in failures {
+        eprintln!("note: {failure}; asked the next server");
+    }
+}
+
+fn notarize(
+    client: &Client,
+    file: &std::path::Path,
+    out: Option<&std::path::Path>,
+    encrypt: bool,
+) -> ExitCode {
+    use sha2::Digest as _;
+    let what = format!("notarize {}", file.display());
+    let document = match std::fs::read(file) {
+        Ok(document) => document,
+        Err(error) => return failed(&what, error),
+    };
+    let digest: [u8; 32] = sha2::Sha256::digest(&document).into();
+    let notarized = match client.notarize(&digest, encrypt) {
+        Ok(notarized) => notarized,
+        Err(error) => return failed(&what, error),
+    };
+    notes(&notarized.failures);
+    let reply_path = out.map_or_else(|| file.with_extension("tsr"), std::path::Path::to_path_buf);
+    let query_path = file.with_extension("tsq");
+    if let Err(error) = std::fs::write(&reply_path, &notarized.reply)
+        .and_then(|()| std::fs::write(&query_path, &notarized.query))
+    {
+        return failed(&what, error);
+    }
+    println!(
+        "{what}: serial {}, time {}, from {}{}; verified against the service key
+         reply: {}
+query: {}
+check: openssl ts -verify -in {} -queryfile {} -CAfile tsa-certificate.pem",
+        notarized.serial,
+        notarized.time,
+        notarized.server,
+        if encrypt { ", submitted encrypted" } else { "" },
+        reply_path.display(),
+        query_path.display(),
+        reply_path.display(),
+        query_path.display(),
+    );
+    ExitCode::SUCCESS
+}
+
+fn describe(lookup: &sintra_client::directory::Lookup) -> String {
+    match &lookup.entry {
+        Some(entry) => format!(
+            "{:?} = {} (version {}, owner {}) at position {}",
+            lookup.key,
+            show(&entry.value),
+            entry.version,
+            hex::encode(entry.owner),
+            lookup.position
+        ),
+        None => format!("{:?}: no entry at position {}", lookup.key, lookup.position),
+    }
+}
+
+fn dir_get(client: &Client, key: &str, out: Option<&std::path::Path>) -> ExitCode {
+    let what = format!("dir-get {key:?}");
+    let answer = match client.directory_get(key) {
+        Ok(answer) => answer,
+        Err(error) => return failed(&what, error),
+    };
+    notes(&answer.failures);
+    if let Some(out) = out
+        && let Err(error) = std::fs::write(out, &answer.json)
+    {
+        return failed(&what, error);
+    }
+    println!(
+        "{} — from {}; verified against the service key",
+        describe(&answer.lookup),
+        answer.server
+    );
+    if out.is_none() {
+        println!("{}", String::from_utf8_lossy(&answer.json));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The owner's Ed25519 key from its file (64 hex digits), made and saved (0600) when absent.
+fn owner_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| {
+                anyhow::anyhow!("{}: not 64 hex digits of an Ed25519 seed", path.display())
+            })?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            writeln!(file, "{}", hex::encode(seed))?;
+            eprintln!("note: new owner key written to {}", path.display());
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        }
+        Err(error) => Err(anyhow::anyhow!("{}: {error}", path.display())),
+    }
+}
+
+fn dir_put(client: &Client, key: &str, value: &str, owner_key_path: &std::path::Path) -> ExitCode {
+    use ed25519_dalek::Signer as _;
+    let what = format!("dir-put {key:?}");
+    let owner = match owner_key(owner_key_path) {
+        Ok(owner) => owner,
+        Err(error) => return failed(&what, error),
+    };
+    let version = match client.directory_get(key) {
+        Ok(current) => current.lookup.entry.map_or(1, |entry| entry.version + 1),
+        Err(error) => return failed(&what, error),
+    };
+    let message = match sintra_client::directory::put_message(key, value.as_bytes(), version) {
+        Ok(message) => message,
+        Err(error) => return failed(&what, error),
+    };
+    let body = serde_json::json!({
+        "value": hex::encode(value.as_bytes()),
+        "version": version,
+        "owner": hex::encode(owner.verifying_key().as_bytes()),
+        "signature": hex::encode(owner.sign(&message).to_bytes()),
+    });
+    match client.directory_put(key, body.to_string().as_bytes()) {
+        Ok(answer) => {
+            notes(&answer.failures);
+            println!(
+                "{} — from {}; verified against the service key",
+                describe(&answer.lookup),
+                answer.server
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => failed(&what, error),
+    }
+}
+
+fn dir_verify(client: &Client, file: &std::path::Path) -> ExitCode {
+    let what = format!("dir-verify {}", file.display());
+    let json = match std::fs::read(file) {
+        Ok(json) => json,
+        Err(error) => return failed(&what, error),
+    };
+    match sintra_client::directory::verify_lookup(&json, &client.keys().service) {
+        Ok(lookup) => {
+            println!("{} — verified against the service key", describe(&lookup));
+            ExitCode::SUCCESS
+        }
+        Err(error) => failed(&what, format!("does not verify: {error}")),
     }
 }
 
@@ -137,10 +350,10 @@ fn report(what: &str, request: &KvCommand, outcome: &KvOutcome, encrypted: bool)
         (KvAnswer::Ok { found: false, .. }, KvCommand::Put { .. }) => {
             println!("{what}: no previous value — {proof}");
         }
-        (KvAnswer::Ok { found: true, value }, KvCommand::Get { .. }) => {
+        (KvAnswer::Ok { found: true, value }, _) => {
             println!("{what}: {} — {proof}", show(value));
         }
-        (KvAnswer::Ok { found: false, .. }, KvCommand::Get { .. }) => {
+        (KvAnswer::Ok { found: false, .. }, _) => {
             println!("{what}: not found — {proof}");
         }
         (KvAnswer::Error { message }, _) => {

@@ -556,6 +556,35 @@ fn print_ready(data: &Path, first: &LoadedServer, cluster: &Cluster) {
         "  curl -s -X POST 'http://{}/v1/kv/put?key=hello' --data world",
         first.me.gateway
     );
+    let gateway = &first.me.gateway;
+    let at = |file: &str| data.join(file).display().to_string();
+    println!("The notary (RFC 3161), with stock tools:");
+    println!(
+        "  openssl ts -query -data FILE -sha256 -cert -out q.tsq && curl -s --data-binary @q.tsq \\\n    -H 'Content-Type: application/timestamp-query' http://{gateway}/tsa -o r.tsr && \\\n    openssl ts -verify -in r.tsr -queryfile q.tsq -CAfile {}",
+        at("tsa-certificate.pem")
+    );
+    println!(
+        "  sintra client --group {} notarize FILE [--encrypt]",
+        group.display()
+    );
+    println!(
+        "The certification authority (names under the policy in {}):",
+        at("ca-policy.toml")
+    );
+    println!(
+        "  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout k.pem \\\n    -subj /CN=www.sintra.internal -out r.csr && curl -s --data-binary @r.csr \\\n    -H \"Authorization: Bearer $(cat {})\" http://{gateway}/ca/certificates -o c.pem && \\\n    openssl verify -CAfile {} c.pem",
+        at("ca-admin-token"),
+        at("ca-certificate.pem")
+    );
+    println!("The directory:");
+    println!(
+        "  sintra client --group {} dir-put alice alice@example.org --owner-key alice.key",
+        group.display()
+    );
+    println!(
+        "  sintra client --group {} dir-get alice --out alice.json",
+        group.display()
+    );
     println!();
     println!(
         "Ctrl-C stops every server; the keys and the stores stay in {} and `sintra up` resumes them.",

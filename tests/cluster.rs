@@ -848,3 +848,193 @@ fn sintra_up_serves_the_client_stops_on_sigterm_and_resumes_its_stores() {
     );
     up.stop();
 }
+
+/// Runs `sh -c script` in `dir`; returns whether it succeeded and what it printed.
+fn shell(dir: &Path, script: &str) -> (bool, String) {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("sh runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+/// `sintra up` serves the notary, the CA and the directory, and stock tools check what they
+/// hand out: `openssl ts -query | curl .../tsa` then `openssl ts -verify -CAfile
+/// tsa-certificate.pem` says `Verification: OK` (also for `sintra client notarize`, plain and
+/// `--encrypt`); a CSR from `openssl req` posted with curl becomes a certificate `openssl verify
+/// -CAfile ca-certificate.pem` accepts; after a revocation the CRL passes `openssl crl -verify`
+/// and lists the serial; a directory statement verifies with `sintra client dir-verify` and
+/// fails after one byte is changed.
+#[test]
+fn sintra_up_serves_the_notary_the_ca_and_the_directory_to_stock_tools() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let work = dir.path();
+    let base = free_port_base(N).to_string();
+    let group_path = data.join("group.toml");
+    let mut up = Up::start(&data, &["--port-base", &base]);
+    up.expect_line("4 servers ready");
+    let group = GroupFile::load(&group_path).expect("group file");
+    let gateway = |i: usize| group.servers[i].gateway.clone();
+    let files = |file: &str| data.join(file).display().to_string();
+    fs::write(work.join("doc.txt"), b"sintra notarizes this document\n").expect("write");
+
+    // The notary through curl, as the README shows it.
+    let script = format!(
+        "openssl ts -query -data doc.txt -sha256 -cert | curl -sf --data-binary @- \
+         -H 'Content-Type: application/timestamp-query' http://{}/tsa -o piped.tsr && \
+         openssl ts -verify -in piped.tsr -data doc.txt -CAfile {}",
+        gateway(0),
+        files("tsa-certificate.pem")
+    );
+    let (ok, text) = shell(work, &script);
+    assert!(ok && text.contains("Verification: OK"), "{text}");
+    let script = format!(
+        "openssl ts -query -data doc.txt -sha512 -cert -out q.tsq && curl -sf --data-binary @q.tsq \
+         -H 'Content-Type: application/timestamp-query' http://{}/tsa -o r.tsr && \
+         openssl ts -verify -in r.tsr -queryfile q.tsq -CAfile {}",
+        gateway(1),
+        files("tsa-certificate.pem")
+    );
+    let (ok, text) = shell(work, &script);
+    assert!(ok && text.contains("Verification: OK"), "{text}");
+    // And through the client, plain and confidential.
+    for (args, name) in [
+        (vec!["notarize", "doc.txt", "--out", "c.tsr"], "c.tsr"),
+        (
+            vec!["--encrypt", "notarize", "doc.txt", "--out", "e.tsr"],
+            "e.tsr",
+        ),
+    ] {
+        let mut full: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        if let Some(at) = full.iter().position(|arg| arg == "doc.txt") {
+            full[at] = work.join("doc.txt").display().to_string();
+        }
+        if let Some(at) = full.iter().position(|arg| arg == name) {
+            full[at] = work.join(name).display().to_string();
+        }
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let output = run_client(&group_path, &full);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            stdout.contains("verified against the service key"),
+            "{stdout}"
+        );
+        let script = format!(
+            "openssl ts -verify -in {name} -queryfile doc.tsq -CAfile {}",
+            files("tsa-certificate.pem")
+        );
+        let (ok, text) = shell(work, &script);
+        assert!(ok && text.contains("Verification: OK"), "{name}: {text}");
+    }
+
+    // The certification authority.
+    let token = fs::read_to_string(data.join("ca-admin-token")).expect("token");
+    let script = format!(
+        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout k.pem \
+         -subj /CN=www.sintra.internal -out r.csr 2>/dev/null && \
+         curl -sf --data-binary @r.csr -H 'Authorization: Bearer {}' \
+         http://{}/ca/certificates -o www.pem && \
+         openssl verify -CAfile {} www.pem && openssl x509 -in www.pem -noout -serial",
+        token.trim(),
+        gateway(2),
+        files("ca-certificate.pem")
+    );
+    let (ok, text) = shell(work, &script);
+    assert!(ok && text.contains("www.pem: OK"), "{text}");
+    let serial_hex = text
+        .lines()
+        .find_map(|line| line.strip_prefix("serial="))
+        .expect("the serial")
+        .to_owned();
+    let serial = u64::from_str_radix(&serial_hex, 16).expect("a hex serial");
+    let script = format!(
+        "curl -sf -H 'Authorization: Bearer {}' --data '{{\"serial\": {serial}, \"reason\": \
+         \"keyCompromise\"}}' http://{}/ca/revocations && curl -sf http://{}/ca/crl -o crl.pem \
+         && openssl crl -in crl.pem -CAfile {} -noout -text",
+        token.trim(),
+        gateway(0),
+        gateway(3),
+        files("ca-certificate.pem")
+    );
+    let (ok, text) = shell(work, &script);
+    assert!(ok && text.contains("verify OK"), "{text}");
+    assert!(
+        text.contains(&serial_hex),
+        "the CRL lists {serial_hex}: {text}"
+    );
+
+    // The directory.
+    let owner = work.join("alice.key").display().to_string();
+    let statement = work.join("alice.json").display().to_string();
+    let output = run_client(
+        &group_path,
+        &[
+            "dir-put",
+            "alice",
+            "alice@example.org",
+            "--owner-key",
+            &owner,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = run_client(&group_path, &["dir-get", "alice", "--out", &statement]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("\"alice@example.org\" (version 1"),
+        "{stdout}"
+    );
+    let output = run_client(&group_path, &["dir-verify", &statement]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut json = fs::read(&statement).expect("statement");
+    let at = json
+        .windows(4)
+        .position(|window| window == b"\"pos")
+        .expect("a position field");
+    let digit = json[at..]
+        .iter()
+        .position(u8::is_ascii_digit)
+        .expect("a digit")
+        + at;
+    json[digit] = if json[digit] == b'9' {
+        b'8'
+    } else {
+        json[digit] + 1
+    };
+    fs::write(&statement, &json).expect("write");
+    let output = run_client(&group_path, &["dir-verify", &statement]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a changed statement verified"
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("does not verify"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    up.stop();
+}

@@ -40,6 +40,7 @@ use sintra_services::answers::{SignedAnswer, VerifyError};
 use sintra_services::kv::{KvAnswer, KvRequest, NONCE_BYTES};
 
 pub use sintra_services::answers;
+pub use sintra_services::directory;
 pub use sintra_services::kv;
 
 /// Default of [`ClientOptions::timeout`]: how long one server may take to answer. A healthy
@@ -97,6 +98,9 @@ pub enum Failure {
     Undecodable(String),
     /// A signed answer that does not verify under the service key for this request.
     Unverified(VerifyError),
+    /// A service's answer (a time-stamp, a directory statement) that does not verify under the
+    /// service key for this request.
+    Rejected(String),
 }
 
 impl fmt::Display for Failure {
@@ -107,6 +111,7 @@ impl fmt::Display for Failure {
             Self::Status { status, message } => write!(f, "HTTP {status}: {message}"),
             Self::Undecodable(reason) => write!(f, "not a signed answer: {reason}"),
             Self::Unverified(error) => write!(f, "answer rejected: {error}"),
+            Self::Rejected(reason) => write!(f, "answer rejected: {reason}"),
         }
     }
 }
@@ -163,6 +168,45 @@ fn list(failures: &[ServerFailure]) -> String {
 pub struct Submitted {
     /// The answer; it verified under the service key for the request.
     pub answer: SignedAnswer,
+    /// The server that delivered it.
+    pub server: ServerId,
+    /// The attempts that failed before it, in order.
+    pub failures: Vec<ServerFailure>,
+}
+
+/// How a service request is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+}
+
+/// A verified time-stamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notarized {
+    /// The DER `TimeStampReq` sent (what `openssl ts -verify -queryfile` takes).
+    pub query: Vec<u8>,
+    /// The DER `TimeStampResp`; it verified under the service key for the query.
+    pub reply: Vec<u8>,
+    /// The token's serial number (its position in the total order, from 1).
+    pub serial: u64,
+    /// The token's `genTime`.
+    pub time: String,
+    /// The server that delivered it.
+    pub server: ServerId,
+    /// The attempts that failed before it, in order.
+    pub failures: Vec<ServerFailure>,
+}
+
+/// A verified directory statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryAnswer {
+    /// The statement as received (JSON), verifiable later with
+    /// `sintra_services::directory::verify_lookup` (or `sintra client dir-verify`).
+    pub json: Vec<u8>,
+    /// What it states.
+    pub lookup: sintra_services::directory::Lookup,
     /// The server that delivered it.
     pub server: ServerId,
     /// The attempts that failed before it, in order.
@@ -316,6 +360,132 @@ impl Client {
         let result = KvAnswer::decode(&submitted.answer.answer)
             .map_err(|error| ClientError::NotKvAnswer(error.to_string()))?;
         Ok(KvOutcome { result, submitted })
+    }
+
+    /// Time-stamps a document by its SHA-256 at the group's notary (RFC 3161, `POST /tsa`, or
+    /// `POST /tsa?encrypt` with `encrypt`: the query is encrypted to the group and read only
+    /// after its serial number is fixed). The reply is accepted only if it verifies under the
+    /// service key for this query ([`sintra_services::notary::verify_reply`]).
+    pub fn notarize(&self, sha256: &[u8; 32], encrypt: bool) -> Result<Notarized, ClientError> {
+        let nonce = rand::thread_rng().next_u64();
+        let query = sintra_services::notary::encode_query(sha256, nonce, true);
+        let (target, body) = if encrypt {
+            let request = sintra_services::notary::encode_request(&fresh_nonce(), &query);
+            let ciphertext = encrypt_request(&self.keys, &request, &mut rand::rngs::OsRng)?;
+            ("/tsa?encrypt", ciphertext.to_bytes())
+        } else {
+            ("/tsa", query.clone())
+        };
+        let key = &self.keys.service;
+        let (reply, server, failures) = self.attempt_with(target, Method::Post, &body, |body| {
+            let (serial, time) = sintra_services::notary::verify_reply(body, sha256, nonce, key)
+                .map_err(|error| Failure::Rejected(error.to_string()))?;
+            Ok((body.to_vec(), serial, time))
+        })?;
+        Ok(Notarized {
+            query,
+            reply: reply.0,
+            serial: reply.1,
+            time: reply.2,
+            server,
+            failures,
+        })
+    }
+
+    /// Looks `key` up in the group's directory (an ordered lookup): the signed statement JSON,
+    /// accepted only if it verifies under the service key and is about `key`.
+    pub fn directory_get(&self, key: &str) -> Result<DirectoryAnswer, ClientError> {
+        let target = format!("/dir/entries/{key}");
+        self.directory(&target, Method::Get, &[], key)
+    }
+
+    /// Creates or updates `key` in the directory with `body` (the JSON of
+    /// `sintra_services::directory::PutBody`, signed by the entry's owner); the answer is the
+    /// signed statement of the entry as written.
+    pub fn directory_put(&self, key: &str, body: &[u8]) -> Result<DirectoryAnswer, ClientError> {
+        let target = format!("/dir/entries/{key}");
+        self.directory(&target, Method::Put, body, key)
+    }
+
+    fn directory(
+        &self,
+        target: &str,
+        method: Method,
+        body: &[u8],
+        key: &str,
+    ) -> Result<DirectoryAnswer, ClientError> {
+        let service = &self.keys.service;
+        let ((json, lookup), server, failures) =
+            self.attempt_with(target, method, body, |body| {
+                let lookup = sintra_services::directory::verify_lookup(body, service)
+                    .map_err(|error| Failure::Rejected(error.to_string()))?;
+                if lookup.key != key {
+                    return Err(Failure::Rejected(format!(
+                        "a statement about {:?}, not {key:?}",
+                        lookup.key
+                    )));
+                }
+                Ok((body.to_vec(), lookup))
+            })?;
+        Ok(DirectoryAnswer {
+            json,
+            lookup,
+            server,
+            failures,
+        })
+    }
+
+    /// Sends `body` to `target` at one server after another until `verify` accepts a 200
+    /// answer (a 404 counts as an answer too: the directory signs absence).
+    fn attempt_with<T>(
+        &self,
+        target: &str,
+        method: Method,
+        body: &[u8],
+        verify: impl Fn(&[u8]) -> Result<T, Failure>,
+    ) -> Result<(T, ServerId, Vec<ServerFailure>), ClientError> {
+        let n = self.servers.len();
+        let first = match self.options.first_server {
+            Some(id) => id.slot(),
+            None => rand::thread_rng().gen_range(0..n),
+        };
+        let attempts = self.options.attempts.unwrap_or(n);
+        let mut failures = Vec::new();
+        for attempt in 0..attempts {
+            let server = &self.servers[(first + attempt) % n];
+            let method_name = match method {
+                Method::Get => "GET",
+                Method::Post => "POST",
+                Method::Put => "PUT",
+            };
+            let outcome = http::request(
+                &server.gateway,
+                method_name,
+                target,
+                body,
+                self.options.timeout,
+            )
+            .map_err(|error| match error {
+                http::HttpError::Timeout(_) => Failure::Timeout,
+                other => Failure::Transport(other.to_string()),
+            })
+            .and_then(|response| match response.status {
+                200 | 404 => verify(&response.body),
+                status => Err(Failure::Status {
+                    status,
+                    message: error_message(&response.body),
+                }),
+            });
+            match outcome {
+                Ok(value) => return Ok((value, server.id, failures)),
+                Err(failure) => failures.push(ServerFailure {
+                    server: server.id,
+                    gateway: server.gateway.clone(),
+                    failure,
+                }),
+            }
+        }
+        Err(ClientError::NoVerifiedAnswer { failures })
     }
 
     /// Posts `body` to `target` at one server after another until an answer verifies for

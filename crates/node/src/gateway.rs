@@ -139,6 +139,16 @@ impl Gateway {
     /// Submits a client's TDH2 ciphertext of a request (secure causal atomic broadcast), waits
     /// for the `SignedAnswer` of the plaintext.
     pub(crate) async fn submit_confidential(&self, body: &[u8]) -> Result<SignedAnswer, Failure> {
+        let answered = self.submit_confidential_answered(body).await?;
+        self.batch_answer(answered)
+    }
+
+    /// Submits a TDH2 ciphertext of a service request (secure causal atomic broadcast), waits
+    /// for the answer to the decrypted request.
+    pub(crate) async fn submit_confidential_answered(
+        &self,
+        body: &[u8],
+    ) -> Result<Answered, Failure> {
         if body.len() > self.request_bytes_max {
             return Err(Failure::TooLarge(format!(
                 "ciphertext of {} bytes exceeds the maximum {}",
@@ -155,8 +165,7 @@ impl Gateway {
             digest,
             waiter: answer_tx,
         };
-        let answered = self.wait(request, answer_rx).await?;
-        self.batch_answer(answered)
+        self.wait(request, answer_rx).await
     }
 
     fn batch_answer(&self, answered: Answered) -> Result<SignedAnswer, Failure> {
@@ -293,11 +302,7 @@ async fn submit(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<axum::Json<SignedAnswer>, Response> {
-    let encrypt = query.as_deref().is_some_and(|query| {
-        query
-            .split('&')
-            .any(|part| part.split('=').next() == Some("encrypt"))
-    });
+    let encrypt = wants_encryption(query.as_deref());
     let answer = if encrypt {
         gateway.submit_confidential(&body).await
     } else {
@@ -341,7 +346,16 @@ async fn metrics(State(gateway): State<Gateway>) -> Response {
 impl Gateway {
     /// Submits a service request and turns its answer into the service's HTTP reply.
     async fn serve(&self, request: Vec<u8>, reply: fn(Vec<u8>) -> HttpReply) -> Response {
-        let completed = match self.submit(request).await {
+        self.reply(self.submit(request).await, reply)
+    }
+
+    /// The service's HTTP reply for an answer (or the failure to get one).
+    fn reply(
+        &self,
+        answered: Result<Answered, Failure>,
+        reply: fn(Vec<u8>) -> HttpReply,
+    ) -> Response {
+        let completed = match answered {
             Ok(Answered::Batch(signed)) => signed.answer,
             Ok(Answered::Signed {
                 request,
@@ -369,6 +383,15 @@ fn http_response(reply: HttpReply) -> Response {
         reply.body,
     )
         .into_response()
+}
+
+/// Whether a query string asks for confidential submission (`?encrypt`).
+fn wants_encryption(query: Option<&str>) -> bool {
+    query.is_some_and(|query| {
+        query
+            .split('&')
+            .any(|part| part.split('=').next() == Some("encrypt"))
+    })
 }
 
 fn not_configured(what: &str) -> Response {
@@ -400,9 +423,16 @@ fn pem_response(pem: String) -> Response {
 
 /// `POST /tsa`: an RFC 3161 `TimeStampReq` (DER) → `TimeStampResp`. A body that is no
 /// time-stamp query is rejected (`badDataFormat`) at once, without being ordered.
-async fn tsa(State(gateway): State<Gateway>, body: Bytes) -> Response {
+/// `POST /tsa?encrypt`: the body is the TDH2 ciphertext of the whole notary request
+/// (`notary::encode_request`, as `sintra client notarize --encrypt` makes it): no server reads
+/// the query before its serial number is fixed.
+async fn tsa(State(gateway): State<Gateway>, RawQuery(query): RawQuery, body: Bytes) -> Response {
     if gateway.files.tsa_certificate.is_none() {
         return not_configured("notary");
+    }
+    if wants_encryption(query.as_deref()) {
+        let answered = gateway.submit_confidential_answered(&body).await;
+        return gateway.reply(answered, notary::http_reply);
     }
     if let Some(rejection) = notary::reject_malformed(&body) {
         return http_response(notary::http_reply(rejection));
