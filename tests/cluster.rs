@@ -155,7 +155,13 @@ impl Cluster {
     fn new() -> Self {
         let source = group().path();
         let dir = tempfile::tempdir().expect("tempdir");
-        for file in ["group.toml", "service-key.pem"] {
+        for file in [
+            "group.toml",
+            "service-key.pem",
+            "ca-certificate.pem",
+            "tsa-certificate.pem",
+            "ca-policy.toml",
+        ] {
             fs::copy(source.join(file), dir.path().join(file)).expect("copy");
         }
         for i in 1..=N {
@@ -360,6 +366,13 @@ fn a_replica_with_a_wrong_link_key_is_refused_and_the_others_answer() {
         .replace("../group.toml", "group.toml");
     assert!(config.contains("\"group.toml\""), "{config}");
     fs::write(impostor.join("config.toml"), config).unwrap();
+    for file in [
+        "ca-certificate.pem",
+        "tsa-certificate.pem",
+        "ca-policy.toml",
+    ] {
+        fs::copy(cluster.path().join(file), impostor.join(file)).expect("copy");
+    }
 
     let refused_before: u64 = (1..=3)
         .map(|i| cluster.metric(i, "sintra_link_handshakes_refused_total"))

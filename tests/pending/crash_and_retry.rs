@@ -264,5 +264,3 @@ fn acknowledged_requests_survive_a_crash_and_every_log_is_identical() {
     );
     assert!(logs.iter().all(|log| log.len() == longest), "{summary}");
 }
-
-/// A fresh X25519 key as 64 hex digits: secret and public.
