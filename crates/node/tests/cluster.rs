@@ -1184,7 +1184,21 @@ async fn serial_numbers_are_unique_and_increase_with_the_order() {
     serials.sort();
     let unique: std::collections::BTreeSet<u64> = serials.iter().map(|(s, _)| *s).collect();
     assert_eq!(unique.len(), REQUESTS, "a serial number was given twice");
-    let times: Vec<&String> = serials.iter().filter_map(|(_, t)| t.as_ref()).collect();
+    // genTime is `YYYYMMDDhhmmss[.f{1,3}]Z` (DER drops trailing zeros of the fraction): compare
+    // (seconds, milliseconds), not the text.
+    let instant = |text: &String| -> (u64, u64) {
+        let text = text.strip_suffix('Z').expect("a UTC time");
+        let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let millis = format!("{fraction:0<3}");
+        (
+            seconds.parse().expect("digits"),
+            millis.parse().expect("digits"),
+        )
+    };
+    let times: Vec<(u64, u64)> = serials
+        .iter()
+        .filter_map(|(_, t)| t.as_ref().map(instant))
+        .collect();
     assert_eq!(times.len(), REQUESTS * 4 / 5);
     assert!(
         times.windows(2).all(|pair| pair[0] <= pair[1]),
