@@ -1560,9 +1560,12 @@ fn certificate_signed_by(service: &rsa::PublicKey, pem: &[u8]) -> bool {
         .is_ok_and(|signature| service.verify(&tbs, &signature).is_ok())
 }
 
-/// The first DER element of `bytes`: `(tag, content, the whole element, what follows)`; `None`
-/// when it does not parse (lengths of up to four bytes, single-byte tags).
-fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// A DER element split off its input: `(tag, content, the whole element, what follows)`.
+type DerElement<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// The first DER element of `bytes`; `None` when it does not parse (lengths of up to four
+/// bytes, single-byte tags).
+fn der_element(bytes: &[u8]) -> Option<DerElement<'_>> {
     let (&tag, rest) = bytes.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -1930,6 +1933,35 @@ mod tests {
             }
             other => panic!("not a put: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_time_stamp_request_is_a_der_query_the_notary_accepts() {
+        let query = tsa_query(&[0xff; 8], 7);
+        assert_eq!(query.len(), 75);
+        assert_eq!(notary::reject_malformed(&query), None);
+        // Distinct requests hash distinct documents.
+        assert_ne!(tsa_query(&[0xff; 8], 8)[24..56], query[24..56]);
+        let mut bytes = Vec::new();
+        Workload::Tsa.encode(&[0xff; 8], 7, &mut bytes);
+        assert_eq!(bytes[0], notary::TAG_QUERY);
+        assert_eq!(&bytes[1..1 + NONCE_BYTES], &nonce(&[0xff; 8], 7));
+        assert_eq!(&bytes[1 + NONCE_BYTES..], &query[..]);
+    }
+
+    #[test]
+    fn der_elements_split_and_truncations_are_refused() {
+        let bytes = [0x30, 0x03, 0x02, 0x01, 0x05, 0xaa];
+        let (tag, content, whole, rest) = der_element(&bytes).unwrap();
+        assert_eq!(
+            (tag, content, whole, rest),
+            (0x30, &bytes[2..5], &bytes[..5], &bytes[5..])
+        );
+        let long = [0x04, 0x81, 0x01, 0x09];
+        assert_eq!(der_element(&long).unwrap().1, &[0x09]);
+        assert!(der_element(&[0x30, 0x05, 0x00]).is_none());
+        assert!(der_element(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_none());
+        assert!(der_element(&[0x30]).is_none());
     }
 
     #[test]
