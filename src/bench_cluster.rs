@@ -31,11 +31,12 @@
 //!
 //!    The services answer with status 5 (the completed answer, as their HTTP routes return it).
 //!    Before the cluster starts, the time of one RSA share exponentiation is measured on the
-//!    dealt key ([`SHARE_TIMINGS`] runs, median): the notary and the CA need one per answer on
+//!    dealt key (median of [`SHARE_TIMINGS`] runs on the thread's CPU clock): the notary and
+//!    the CA need one per answer on
 //!    every replica, so `cores / (servers × share time)` answers per second is their ceiling on
 //!    this host, and the table shows how close the run came.
 //! 4. **Measure** over `--duration` seconds after `--warmup` seconds: answers with status 0
-//!    (a `SignedAnswer`) received in the window and their latency from submission; every
+//!    (a `SignedAnswer`; 5 for the notary and the CA) received in the window and their latency from submission; every
 //!    `--verify-every`-th answer of the whole run is kept and, after the run, checked: kv with
 //!    [`SignedAnswer::verify`] against the group's service key and the request rebuilt from its
 //!    id; a time-stamp must be granted (a serial, [`notary::granted_serial_and_time`]) and the
@@ -44,7 +45,8 @@
 //!    and the first [`OPENSSL_CHECKS`] must pass `openssl verify` against `ca-certificate.pem`;
 //!    refusals by status (`1` overloaded: the connection also backs off for
 //!    [`OVERLOAD_BACKOFF`]); the CPU time (user + system) of every replica process from
-//!    `/proc/<pid>/stat` at both ends of the window; the replicas' `/health` height and round at
+//!    `/proc/<pid>/stat` at both ends of the window, and of their signer threads (the share
+//!    exponentiations) from `/proc/<pid>/task/*/stat`; the replicas' `/health` height and round at
 //!    both ends, so the rate at which requests are *delivered* (ordered, executed and stored,
 //!    before signing) is shown beside the rate of signed answers; and, from heights polled every
 //!    [`HEIGHT_POLL_INTERVAL`], each sampled request's latency to delivery.
