@@ -16,16 +16,37 @@
 //!    default: each connection keeps `--window` requests in flight. With `--rate R`, open loop:
 //!    `R` requests per second in total, evenly spread over the connections, each request's
 //!    latency counted from the moment it was due (so a stalled cluster cannot hide its queueing).
-//!    Every request is a kv `put` of exactly `--payload` bytes: tag 1, a 16-byte nonce (8 random
-//!    bytes per connection, then the request id), an 8-byte key out of `--keys`
-//!    ([`KEYS_DEFAULT`]), and a value filling the rest ([`REQUEST_OVERHEAD`] bytes besides it).
+//!    What a request is depends on `--service`; every one carries a 16-byte nonce (8 random
+//!    bytes per connection, then the request id), so every request is distinct:
+//!    * `kv` (default): a kv `put` of exactly `--payload` bytes: tag 1, the nonce, an 8-byte key
+//!      out of `--keys` ([`KEYS_DEFAULT`]), and a value filling the rest ([`REQUEST_OVERHEAD`]
+//!      bytes besides it). Its answer is covered by the round's batch signature (status 0).
+//!    * `tsa`: a notary request (`POST /tsa`): an RFC 3161 `TimeStampReq` (DER, [`tsa_query`])
+//!      for the SHA-256 imprint of a 32-byte document derived from the nonce, with a nonce of its
+//!      own and `certReq` false. Every granted token carries its own threshold signature.
+//!    * `ca`: a certification request (`POST /ca/certificates`): one ECDSA P-256 PKCS#10 request
+//!      for `bench.<domain>` (the name the dealt `ca-policy.toml` allows), made once with
+//!      `openssl req`, submitted with the dealt `ca-admin-token`; every submission is a new
+//!      certificate, each with its own threshold signature.
+//!
+//!    The services answer with status 5 (the completed answer, as their HTTP routes return it).
+//!    Before the cluster starts, the time of one RSA share exponentiation is measured on the
+//!    dealt key (median of [`SHARE_TIMINGS`] runs on the thread's CPU clock): the notary and
+//!    the CA need one per answer on
+//!    every replica, so `cores / (servers × share time)` answers per second is their ceiling on
+//!    this host, and the table shows how close the run came.
 //! 4. **Measure** over `--duration` seconds after `--warmup` seconds: answers with status 0
-//!    (a `SignedAnswer`) received in the window and their latency from submission; every
-//!    `--verify-every`-th answer of the whole run is kept and, after the run, checked with
+//!    (a `SignedAnswer`; 5 for the notary and the CA) received in the window and their latency from submission; every
+//!    `--verify-every`-th answer of the whole run is kept and, after the run, checked: kv with
 //!    [`SignedAnswer::verify`] against the group's service key and the request rebuilt from its
-//!    id; refusals by status (`1` overloaded: the connection also backs off for
+//!    id; a time-stamp must be granted (a serial, [`notary::granted_serial_and_time`]) and the
+//!    first [`OPENSSL_CHECKS`] must pass `openssl ts -verify` against `tsa-certificate.pem` for
+//!    their rebuilt documents; a certificate's signature is checked under the service key here
+//!    and the first [`OPENSSL_CHECKS`] must pass `openssl verify` against `ca-certificate.pem`;
+//!    refusals by status (`1` overloaded: the connection also backs off for
 //!    [`OVERLOAD_BACKOFF`]); the CPU time (user + system) of every replica process from
-//!    `/proc/<pid>/stat` at both ends of the window; the replicas' `/health` height and round at
+//!    `/proc/<pid>/stat` at both ends of the window, and of their signer threads (the share
+//!    exponentiations) from `/proc/<pid>/task/*/stat`; the replicas' `/health` height and round at
 //!    both ends, so the rate at which requests are *delivered* (ordered, executed and stored,
 //!    before signing) is shown beside the rate of signed answers; and, from heights polled every
 //!    [`HEIGHT_POLL_INTERVAL`], each sampled request's latency to delivery.
@@ -43,15 +64,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rand::{Rng as _, RngCore as _};
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 use sintra_config::{GroupFile, ServerConfig, ServerEntry};
 use sintra_crypto::ServerId;
 use sintra_crypto::rsa;
-use sintra_node::gateway::{STREAM_CONNECTIONS_MAX, STREAM_IN_FLIGHT_MAX};
+use sintra_node::gateway::{
+    STREAM_CONNECTIONS_MAX, STREAM_IN_FLIGHT_MAX, STREAM_STATUS_COMPLETED,
+    STREAM_STATUS_SIGNED_ANSWER,
+};
 use sintra_services::answers::SignedAnswer;
 use sintra_services::kv::{KvAnswer, NONCE_BYTES};
+use sintra_services::{ca, notary, x509};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
@@ -76,6 +102,16 @@ pub const SAMPLES_MAX: usize = 100_000;
 pub const LATENCIES_MAX: usize = 1 << 24;
 /// Largest answer frame accepted from a replica (a signed answer's JSON is a few KiB).
 pub const ANSWER_FRAME_BYTES_MAX: usize = 1 << 20;
+/// Share exponentiations timed (after [`SHARE_WARMUP`] untimed ones) to measure the share time.
+pub const SHARE_TIMINGS: usize = 31;
+/// Share exponentiations run before the timed ones.
+const SHARE_WARMUP: usize = 3;
+/// Sampled service answers also checked with the `openssl` command (time-stamps, certificates).
+pub const OPENSSL_CHECKS: usize = 3;
+/// Bytes of the document a time-stamp request's imprint hashes.
+pub const DOCUMENT_BYTES: usize = 32;
+/// Largest file read from the dealt group directory (token, policy).
+const GROUP_FILE_BYTES_MAX: u64 = 1 << 20;
 /// Requests written to one connection before it is flushed.
 const WRITE_BATCH_MAX: usize = 64;
 /// How long a connection pauses its submissions after an "overloaded" answer.
@@ -106,6 +142,9 @@ const PORT_HIGH: u16 = 30_000;
 /// Arguments of `sintra bench cluster`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchClusterArgs {
+    /// The service the load asks: kv puts, notary time-stamps, or CA certificates.
+    #[arg(long, value_enum, default_value_t = Service::Kv)]
+    service: Service,
     /// Replicas to start (`n`; `t` is the largest with `n > 3t`).
     #[arg(long, default_value_t = 4)]
     servers: u16,
@@ -146,6 +185,99 @@ pub struct BenchClusterArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// The service a run asks (`--service`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Service {
+    /// kv puts (answers covered by the batch signature).
+    Kv,
+    /// RFC 3161 time-stamps from the notary (one signature per answer).
+    Tsa,
+    /// Certificates from the CA (one signature per answer).
+    Ca,
+}
+
+impl Service {
+    /// The streaming status of a successful answer.
+    fn answer_status(self) -> u8 {
+        match self {
+            Self::Kv => STREAM_STATUS_SIGNED_ANSWER,
+            Self::Tsa | Self::Ca => STREAM_STATUS_COMPLETED,
+        }
+    }
+}
+
+/// How every request of a run is built.
+#[derive(Debug)]
+enum Workload {
+    /// kv puts of `value` under one of `keys` keys.
+    Kv { keys: u64, value: Vec<u8> },
+    /// Time-stamp requests.
+    Tsa,
+    /// Issue requests of one PKCS#10 request (DER) with the registration `token`.
+    Ca { token: Vec<u8>, csr: Vec<u8> },
+}
+
+impl Workload {
+    /// Appends the request with id `id` of the connection whose nonce prefix is `prefix`.
+    fn encode(&self, prefix: &[u8; 8], id: u64, out: &mut Vec<u8>) {
+        match self {
+            Self::Kv { keys, value } => request(prefix, id, *keys, value, out),
+            Self::Tsa => {
+                out.extend_from_slice(&notary::encode_request(
+                    &nonce(prefix, id),
+                    &tsa_query(prefix, id),
+                ));
+            }
+            Self::Ca { token, csr } => {
+                // Both lengths were checked when the workload was made (`ca_workload`).
+                if let Ok(bytes) = ca::encode_issue(&nonce(prefix, id), token, csr) {
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+    }
+}
+
+/// The request nonce: the connection's prefix, then the request id.
+fn nonce(prefix: &[u8; 8], id: u64) -> [u8; NONCE_BYTES] {
+    let mut nonce = [0; NONCE_BYTES];
+    nonce[..8].copy_from_slice(prefix);
+    nonce[8..].copy_from_slice(&id.to_be_bytes());
+    nonce
+}
+
+/// The document time-stamp request `id` of connection `prefix` stands for: 32 bytes that look
+/// random (a hash of the nonce), so that the sampled ones can be rebuilt and checked.
+fn document(prefix: &[u8; 8], id: u64) -> [u8; DOCUMENT_BYTES] {
+    let mut hash = Sha256::new();
+    hash.update(b"sintra bench cluster document");
+    hash.update(nonce(prefix, id));
+    hash.finalize().into()
+}
+
+/// The DER `TimeStampReq` (RFC 3161 §2.4.1) of request `id`: version 1, the SHA-256 imprint of
+/// [`document`], the nonce `0x01 || prefix || id` (17 bytes, positive, minimal), `certReq`
+/// false (DER omits the default). A fixed layout, so written byte by byte.
+fn tsa_query(prefix: &[u8; 8], id: u64) -> Vec<u8> {
+    // id-sha256 (2.16.840.1.101.3.4.2.1) with NULL parameters.
+    const SHA256_ALGORITHM: [u8; 15] = [
+        0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
+    ];
+    let imprint: [u8; 32] = Sha256::digest(document(prefix, id)).into();
+    let mut out = Vec::with_capacity(75);
+    // SEQUENCE of 73 bytes: version (3), messageImprint (2 + 49), nonce (2 + 17).
+    out.extend_from_slice(&[0x30, 73, 0x02, 0x01, 0x01]);
+    out.extend_from_slice(&[0x30, 49]);
+    out.extend_from_slice(&SHA256_ALGORITHM);
+    out.extend_from_slice(&[0x04, 32]);
+    out.extend_from_slice(&imprint);
+    out.extend_from_slice(&[0x02, 17, 0x01]);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
 }
 
 /// How the load is offered.
@@ -212,6 +344,8 @@ impl Errors {
 /// The result: what `--json` prints.
 #[derive(Debug, Serialize)]
 struct Report {
+    /// `"kv"`, `"tsa"` or `"ca"`.
+    service: Service,
     servers: u16,
     faults: u16,
     clients: usize,
@@ -223,15 +357,15 @@ struct Report {
     rate: Option<f64>,
     /// Bytes of each encoded request.
     request_bytes: usize,
-    /// Bytes of its value.
+    /// Bytes of its value (kv; 0 otherwise).
     value_bytes: usize,
-    /// Distinct keys written.
+    /// Distinct keys written (kv; 0 otherwise).
     keys: u64,
     duration_s: f64,
     warmup_s: f64,
     /// `"release"` or `"debug"`.
     build: &'static str,
-    /// Answers with status 0 received in the window.
+    /// Successful answers (status 0 for kv, 5 for the notary and the CA) received in the window.
     ordered: u64,
     /// `ordered / duration`.
     ordered_per_s: f64,
@@ -251,8 +385,33 @@ struct Report {
     sampled: u64,
     /// Of those, how many verified against the service key.
     verified: u64,
-    /// Of the verified, how many carried a service error answer instead of `ok`.
+    /// Of the sampled, how many carried a service error answer (a kv error, a time-stamp
+    /// rejection, a CA refusal).
     service_errors: u64,
+    /// Sampled service answers also checked with `openssl` (at most [`OPENSSL_CHECKS`]).
+    openssl_checked: u64,
+    /// Of those, how many `openssl` accepted.
+    openssl_verified: u64,
+    /// One RSA-2048 signature share (`SecretKeyShare::sign_digest`) on this host before the
+    /// run, median of [`SHARE_TIMINGS`] on the thread's CPU clock, ms.
+    share_time_ms: f64,
+    /// Cores of this host (`available_parallelism`).
+    host_cores: usize,
+    /// `host_cores / (servers × share time)`: answers per second when every core does nothing
+    /// but one share per answer on every replica (the bound of the notary and the CA).
+    ceiling_per_s: f64,
+    /// `ordered_per_s / ceiling_per_s`, percent.
+    ceiling_percent: f64,
+    /// CPU seconds per second of the replicas' signer threads (RSA shares: one per answer and
+    /// one per round's batch, per replica).
+    signer_cpu_cores: f64,
+    /// `signer_cpu_cores / cpu_cores`, percent: the part of the replicas' CPU that went into
+    /// shares, measured (the rest: rounds, execution, I/O).
+    signer_cpu_percent: f64,
+    /// `servers × share time × ordered_per_s / cpu_cores`, percent: the part of the replicas'
+    /// CPU that went into answer shares (the rest: rounds, batch signatures, I/O), whatever
+    /// CPU other work on this host left them.
+    share_cpu_percent: f64,
     errors: Errors,
     /// CPU seconds per second of every replica process together.
     cpu_cores: f64,
@@ -301,6 +460,16 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
             args.servers
         );
     }
+    let workload = Arc::new(make_workload(args, &keys_dir, &group, work.path())?);
+    let share_time = share_time(&keys_dir, &group)?;
+    let host_cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let ceiling_per_s = host_cores as f64 / (f64::from(args.servers) * share_time.as_secs_f64());
+    eprintln!(
+        "sintra bench cluster: one RSA share takes {:.2} ms here: ceiling {host_cores} cores / \
+         ({} × share) = {ceiling_per_s:.0} signed answers/s",
+        share_time.as_secs_f64() * 1e3,
+        args.servers
+    );
     let run_dir = work.path().join("run");
     let ports = pick_ports(args.servers)?;
     write_run_dir(&run_dir, &keys_dir, &group, &ports, args.batch)?;
@@ -329,7 +498,12 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
     );
     let pids = cluster.pids();
     let outcome = runtime.block_on(until_interrupted(drive(
-        args, load, &streams, &gateways, &pids,
+        args,
+        load,
+        workload.clone(),
+        &streams,
+        &gateways,
+        &pids,
     )))?;
     let crashed = cluster.crashed();
     let statuses = cluster.stop();
@@ -343,8 +517,16 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         sampled,
         verified,
         service_errors,
+        openssl_checked,
+        openssl_verified,
         delivery_us,
-    } = check_samples(&group.keys.service, &outcome, args);
+    } = check_samples(
+        &group.keys.service,
+        &outcome,
+        &workload,
+        &keys_dir,
+        work.path(),
+    );
     let window = args.duration;
     let node_cpu: Vec<f64> = outcome
         .cpu_before
@@ -370,7 +552,11 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
             deltas.iter().sum::<f64>() / deltas.len() as f64
         }
     };
+    let mut request_bytes = Vec::new();
+    workload.encode(&[0; 8], 0, &mut request_bytes);
+    let ordered_per_s = ordered as f64 / window;
     let report = Report {
+        service: args.service,
         servers: args.servers,
         faults: group.keys.parameters.faults,
         clients: args.clients,
@@ -383,9 +569,15 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
             Load::Open { .. } => None,
         },
         rate: args.rate,
-        request_bytes: args.payload,
-        value_bytes: args.payload - REQUEST_OVERHEAD,
-        keys: args.keys,
+        request_bytes: request_bytes.len(),
+        value_bytes: match &*workload {
+            Workload::Kv { value, .. } => value.len(),
+            _ => 0,
+        },
+        keys: match &*workload {
+            Workload::Kv { keys, .. } => *keys,
+            _ => 0,
+        },
         duration_s: args.duration,
         warmup_s: args.warmup,
         build: if cfg!(debug_assertions) {
@@ -394,7 +586,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
             "release"
         },
         ordered,
-        ordered_per_s: ordered as f64 / window,
+        ordered_per_s,
         delivered_per_s: mean_delta(&outcome.health_before, &outcome.health_after, |h| h.0),
         rounds_per_s: mean_delta(&outcome.health_before, &outcome.health_after, |h| h.1),
         latency_ms: percentiles(outcome.latencies_us),
@@ -403,6 +595,23 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
         sampled,
         verified,
         service_errors,
+        openssl_checked,
+        openssl_verified,
+        share_time_ms: share_time.as_secs_f64() * 1e3,
+        host_cores,
+        ceiling_per_s,
+        ceiling_percent: 100.0 * ordered_per_s / ceiling_per_s,
+        signer_cpu_cores: (outcome.signer_cpu_after - outcome.signer_cpu_before) / window,
+        signer_cpu_percent: if cpu_cores > 0.0 {
+            100.0 * (outcome.signer_cpu_after - outcome.signer_cpu_before) / window / cpu_cores
+        } else {
+            0.0
+        },
+        share_cpu_percent: if cpu_cores > 0.0 {
+            100.0 * f64::from(args.servers) * share_time.as_secs_f64() * ordered_per_s / cpu_cores
+        } else {
+            0.0
+        },
         errors: outcome.errors,
         cpu_cores,
         cpu_cores_per_server: node_cpu,
@@ -425,13 +634,18 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", table(&report));
     }
-    let failed = !report.nodes_crashed.is_empty() || report.verified != report.sampled;
+    let failed = !report.nodes_crashed.is_empty()
+        || report.verified != report.sampled
+        || report.openssl_verified != report.openssl_checked;
     if failed {
         eprintln!(
-            "sintra bench cluster: FAILED ({} replicas crashed, {} of {} sampled answers verified)",
+            "sintra bench cluster: FAILED ({} replicas crashed, {} of {} sampled answers verified, \
+             {} of {} accepted by openssl)",
             report.nodes_crashed.len(),
             report.verified,
-            report.sampled
+            report.sampled,
+            report.openssl_verified,
+            report.openssl_checked
         );
     }
     Ok(if failed {
@@ -454,7 +668,7 @@ fn check(args: &BenchClusterArgs) -> anyhow::Result<Load> {
             args.clients
         );
     }
-    if !(REQUEST_OVERHEAD..=PAYLOAD_MAX).contains(&args.payload) {
+    if args.service == Service::Kv && !(REQUEST_OVERHEAD..=PAYLOAD_MAX).contains(&args.payload) {
         bail!(
             "--payload must be {REQUEST_OVERHEAD} to {PAYLOAD_MAX} bytes (a kv put of an {KEY_BYTES}-byte key)"
         );
@@ -576,7 +790,18 @@ fn write_run_dir(
             link_key: entry.link_key.clone(),
         })
         .collect();
-    let run_group = GroupFile::new(servers, group.keys.clone());
+    // The service files stay where they were dealt: absolute paths, since the run's group file
+    // lives elsewhere (a path given absolute is kept as it is by `join`).
+    let mut run_group = GroupFile::new(servers, group.keys.clone());
+    run_group.ca_certificate = group
+        .ca_certificate
+        .as_ref()
+        .map(|path| keys_dir.join(path));
+    run_group.tsa_certificate = group
+        .tsa_certificate
+        .as_ref()
+        .map(|path| keys_dir.join(path));
+    run_group.ca_policy = group.ca_policy.as_ref().map(|path| keys_dir.join(path));
     run_group
         .check()
         .map_err(|message| anyhow::anyhow!("the run's group file would be invalid: {message}"))?;
@@ -802,7 +1027,28 @@ async fn heights(gateways: &[SocketAddr]) -> Vec<Option<(u64, u64)>> {
 
 /// CPU seconds (user + system, every thread, since start) of process `pid`; 0 when unreadable.
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds of process `pid`'s signer threads (named `signer-…`: the RSA share
+/// exponentiations, `crates/node/src/signer.rs`); 0 when unreadable.
+fn signer_cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("signer"))
+        })
+        .map(|task| stat_cpu_seconds(&task.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// User + system CPU seconds from a `/proc` `stat` file; 0 when unreadable.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = fs::read_to_string(path) else {
         return 0.0;
     };
     // The command name (field 2) is in parentheses and may hold spaces; count after it.
@@ -818,6 +1064,23 @@ fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or(0)
     };
     (ticks(11) + ticks(12)) as f64 / clock_ticks_per_second()
+}
+
+/// The CPU time this thread has used (wall-clock time where no thread clock is available).
+fn thread_cpu_time() -> Duration {
+    #[cfg(unix)]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Duration::new(
+            u64::try_from(now.tv_sec).unwrap_or(0),
+            u32::try_from(now.tv_nsec).unwrap_or(0),
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        START.get_or_init(Instant::now).elapsed()
+    }
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -837,7 +1100,8 @@ struct Sample {
     id: u64,
     submitted: Instant,
     answered: Instant,
-    json: Vec<u8>,
+    /// The answer's payload: `SignedAnswer` JSON (kv) or the completed answer.
+    payload: Vec<u8>,
 }
 
 /// What the load produced.
@@ -850,6 +1114,9 @@ struct Outcome {
     prefixes: Vec<[u8; 8]>,
     cpu_before: Vec<f64>,
     cpu_after: Vec<f64>,
+    /// CPU seconds of the replicas' signer threads (all replicas) at both ends of the window.
+    signer_cpu_before: f64,
+    signer_cpu_after: f64,
     client_cpu_before: f64,
     client_cpu_after: f64,
     health_before: Vec<Option<(u64, u64)>>,
@@ -895,6 +1162,7 @@ fn value(payload: usize) -> Vec<u8> {
 async fn drive(
     args: &BenchClusterArgs,
     load: Load,
+    workload: Arc<Workload>,
     streams: &[SocketAddr],
     gateways: &[SocketAddr],
     pids: &[u32],
@@ -913,10 +1181,9 @@ async fn drive(
             prefix
         })
         .collect();
-    let value = Arc::new(value(args.payload));
     let plan = Plan {
         load,
-        keys: args.keys,
+        answer_status: args.service.answer_status(),
         verify_every: args.verify_every,
         begin,
         window,
@@ -929,7 +1196,7 @@ async fn drive(
             index,
             addr,
             *prefix,
-            value.clone(),
+            workload.clone(),
             plan,
             stop_rx.clone(),
         )));
@@ -937,10 +1204,12 @@ async fn drive(
 
     tokio::time::sleep_until(window.start.into()).await;
     let cpu_before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
+    let signer_cpu_before: f64 = pids.iter().map(|pid| signer_cpu_seconds(*pid)).sum();
     let client_cpu_before = cpu_seconds(std::process::id());
     let health_before = heights(gateways).await;
     tokio::time::sleep_until(window.end.into()).await;
     let cpu_after: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
+    let signer_cpu_after: f64 = pids.iter().map(|pid| signer_cpu_seconds(*pid)).sum();
     let client_cpu_after = cpu_seconds(std::process::id());
     let health_after = heights(gateways).await;
     let _ = stop_tx.send(true);
@@ -954,6 +1223,8 @@ async fn drive(
         prefixes,
         cpu_before,
         cpu_after,
+        signer_cpu_before,
+        signer_cpu_after,
         client_cpu_before,
         client_cpu_after,
         health_before,
@@ -979,7 +1250,8 @@ async fn drive(
 #[derive(Clone, Copy)]
 struct Plan {
     load: Load,
-    keys: u64,
+    /// The status of a successful answer.
+    answer_status: u8,
     verify_every: u64,
     /// When the load starts (the open loop's schedule counts from here).
     begin: Instant,
@@ -1008,12 +1280,13 @@ async fn connection(
     index: usize,
     addr: SocketAddr,
     prefix: [u8; 8],
-    value: Arc<Vec<u8>>,
+    workload: Arc<Workload>,
     plan: Plan,
     stop: watch::Receiver<bool>,
 ) -> Stats {
     let Plan {
         load,
+        answer_status,
         verify_every,
         window,
         ..
@@ -1040,7 +1313,7 @@ async fn connection(
     let writer_task = tokio::spawn(write_requests(
         writer,
         prefix,
-        value,
+        workload,
         plan,
         shared.clone(),
         permits.clone(),
@@ -1094,7 +1367,7 @@ async fn connection(
             continue;
         };
         if window.contains(now) {
-            if status == 0 {
+            if status == answer_status {
                 stats.ordered += 1;
                 if stats.latencies_us.len() < LATENCIES_MAX {
                     let micros = now.saturating_duration_since(submitted).as_micros();
@@ -1106,13 +1379,13 @@ async fn connection(
                 stats.errors.count_status(status);
             }
         }
-        if status == 0 && id % verify_every == 0 && stats.samples.len() < SAMPLES_MAX {
+        if status == answer_status && id % verify_every == 0 && stats.samples.len() < SAMPLES_MAX {
             stats.samples.push(Sample {
                 connection: index,
                 id,
                 submitted,
                 answered: now,
-                json: frame[9..].to_vec(),
+                payload: frame[9..].to_vec(),
             });
         }
     }
@@ -1145,18 +1418,16 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 async fn write_requests(
     writer: tokio::net::tcp::OwnedWriteHalf,
     prefix: [u8; 8],
-    value: Arc<Vec<u8>>,
+    workload: Arc<Workload>,
     plan: Plan,
     shared: Arc<Mutex<Shared>>,
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let Plan {
-        load, keys, begin, ..
-    } = plan;
+    let Plan { load, begin, .. } = plan;
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
     let mut next_id: u64 = 0;
-    let mut buffer = Vec::with_capacity(4 + 8 + value.len() + REQUEST_OVERHEAD);
+    let mut buffer = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -1208,7 +1479,7 @@ async fn write_requests(
             buffer.clear();
             buffer.extend_from_slice(&[0; 4]);
             buffer.extend_from_slice(&id.to_be_bytes());
-            request(&prefix, id, keys, &value, &mut buffer);
+            workload.encode(&prefix, id, &mut buffer);
             let len = (buffer.len() - 4) as u32;
             buffer[..4].copy_from_slice(&len.to_be_bytes());
             lock(&shared).sent.insert(id, at);
@@ -1218,28 +1489,70 @@ async fn write_requests(
     }
 }
 
-/// Verifies the sampled answers: `(sampled, verified, verified ones carrying a service error)`.
+/// Verifies the sampled answers (see the module doc, step 4) and times their deliveries.
 fn check_samples(
     service: &rsa::PublicKey,
     outcome: &Outcome,
-    args: &BenchClusterArgs,
+    workload: &Workload,
+    keys_dir: &Path,
+    scratch: &Path,
 ) -> SampleCheck {
-    let value = value(args.payload);
     let mut check = SampleCheck {
         sampled: outcome.samples.len() as u64,
         verified: 0,
         service_errors: 0,
+        openssl_checked: 0,
+        openssl_verified: 0,
         delivery_us: Vec::new(),
     };
     let mut request_bytes = Vec::new();
     for sample in &outcome.samples {
-        let Ok(answer) = serde_json::from_slice::<SignedAnswer>(&sample.json) else {
+        let prefix = &outcome.prefixes[sample.connection];
+        // The answer's log position when it checks, and whether it carried a service error.
+        let checked: Option<(u64, bool)> = match workload {
+            Workload::Kv { .. } => {
+                let Ok(answer) = serde_json::from_slice::<SignedAnswer>(&sample.payload) else {
+                    continue;
+                };
+                request_bytes.clear();
+                workload.encode(prefix, sample.id, &mut request_bytes);
+                answer.verify(service, &request_bytes).is_ok().then(|| {
+                    let failed =
+                        !matches!(KvAnswer::decode(&answer.answer), Ok(KvAnswer::Ok { .. }));
+                    (answer.position, failed)
+                })
+            }
+            Workload::Tsa => match notary::granted_serial_and_time(&sample.payload) {
+                // Serials are 1-based log positions.
+                Some((serial, _)) if serial > 0 => Some((serial - 1, false)),
+                _ => {
+                    check.service_errors += 1;
+                    None
+                }
+            },
+            Workload::Ca { .. } => {
+                if sample.payload.starts_with(b"-----BEGIN CERTIFICATE-----") {
+                    x509::certificate_serial(&sample.payload)
+                        .filter(|serial| *serial > 0)
+                        .filter(|_| certificate_signed_by(service, &sample.payload))
+                        .map(|serial| (serial - 1, false))
+                } else {
+                    check.service_errors += 1;
+                    None
+                }
+            }
+        };
+        let Some((position, failed)) = checked else {
             continue;
         };
+        check.verified += 1;
+        if failed {
+            check.service_errors += 1;
+        }
         // Delivered (executed) at the connection's replica when its height first passed the
         // answer's position.
         let polls = &outcome.height_polls[sample.connection % outcome.height_polls.len()];
-        let index = polls.partition_point(|(_, height)| *height <= answer.position);
+        let index = polls.partition_point(|(_, height)| *height <= position);
         if outcome.window.contains(sample.answered)
             && let Some((at, _)) = polls.get(index)
         {
@@ -1248,22 +1561,150 @@ fn check_samples(
                 .delivery_us
                 .push(u32::try_from(micros).unwrap_or(u32::MAX));
         }
-        request_bytes.clear();
-        request(
-            &outcome.prefixes[sample.connection],
-            sample.id,
-            args.keys,
-            &value,
-            &mut request_bytes,
-        );
-        if answer.verify(service, &request_bytes).is_ok() {
-            check.verified += 1;
-            if !matches!(KvAnswer::decode(&answer.answer), Ok(KvAnswer::Ok { .. })) {
-                check.service_errors += 1;
-            }
+    }
+    // A few answers also go through openssl, the verifier a client would use.
+    let openssl_samples = outcome.samples.iter().take(OPENSSL_CHECKS);
+    for (k, sample) in openssl_samples.enumerate() {
+        let prefix = &outcome.prefixes[sample.connection];
+        let accepted = match workload {
+            Workload::Kv { .. } => continue,
+            Workload::Tsa => openssl_ts_verify(
+                scratch,
+                k,
+                &sample.payload,
+                &document(prefix, sample.id),
+                &keys_dir.join("tsa-certificate.pem"),
+            ),
+            Workload::Ca { .. } => openssl_verify(
+                scratch,
+                k,
+                &sample.payload,
+                &keys_dir.join("ca-certificate.pem"),
+            ),
+        };
+        check.openssl_checked += 1;
+        match accepted {
+            Ok(()) => check.openssl_verified += 1,
+            Err(error) => eprintln!("sintra bench cluster: sample {k} not accepted: {error:#}"),
         }
     }
     check
+}
+
+/// Whether the PEM certificate `pem` carries a valid signature of `service` over its
+/// `TBSCertificate` (the DER walked by hand: `SEQUENCE { tbs, algorithm, BIT STRING }`).
+fn certificate_signed_by(service: &rsa::PublicKey, pem: &[u8]) -> bool {
+    let Ok(der) = x509::pem_to_der(pem, &[x509::PEM_LABEL_CERTIFICATE]) else {
+        return false;
+    };
+    let signed = || -> Option<(Vec<u8>, Vec<u8>)> {
+        let (0x30, certificate, _, _) = der_element(&der)? else {
+            return None;
+        };
+        let (0x30, _, tbs, rest) = der_element(certificate)? else {
+            return None;
+        };
+        let (0x30, _, _, rest) = der_element(rest)? else {
+            return None;
+        };
+        let (0x03, [0, signature @ ..], _, []) = der_element(rest)? else {
+            return None;
+        };
+        Some((tbs.to_vec(), signature.to_vec()))
+    };
+    let Some((tbs, signature)) = signed() else {
+        return false;
+    };
+    rsa::Signature::from_raw_bytes(&signature)
+        .is_ok_and(|signature| service.verify(&tbs, &signature).is_ok())
+}
+
+/// A DER element split off its input: `(tag, content, the whole element, what follows)`.
+type DerElement<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// The first DER element of `bytes`; `None` when it does not parse (lengths of up to four
+/// bytes, single-byte tags).
+fn der_element(bytes: &[u8]) -> Option<DerElement<'_>> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let len = rest[..count]
+            .iter()
+            .fold(0usize, |len, byte| len << 8 | usize::from(*byte));
+        (len, &rest[count..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = bytes.len() - rest.len();
+    Some((tag, &rest[..len], &bytes[..header + len], &rest[len..]))
+}
+
+/// `openssl ts -verify` of the reply `reply` for `document` against the chain `ca_file` (the
+/// notary's certificate, then the root).
+fn openssl_ts_verify(
+    scratch: &Path,
+    k: usize,
+    reply: &[u8],
+    document: &[u8],
+    ca_file: &Path,
+) -> anyhow::Result<()> {
+    let reply_path = scratch.join(format!("sample-{k}.tsr"));
+    let document_path = scratch.join(format!("sample-{k}.doc"));
+    fs::write(&reply_path, reply).with_context(|| format!("writing {}", reply_path.display()))?;
+    fs::write(&document_path, document)
+        .with_context(|| format!("writing {}", document_path.display()))?;
+    openssl(&[
+        "ts".as_ref(),
+        "-verify".as_ref(),
+        "-in".as_ref(),
+        reply_path.as_os_str(),
+        "-data".as_ref(),
+        document_path.as_os_str(),
+        "-CAfile".as_ref(),
+        ca_file.as_os_str(),
+        // The tokens carry no certificate (`certReq` false): the file's first one, the
+        // notary's, is the signer.
+        "-untrusted".as_ref(),
+        ca_file.as_os_str(),
+    ])
+}
+
+/// `openssl verify` of the PEM certificate `pem` against the root `ca_file`.
+fn openssl_verify(scratch: &Path, k: usize, pem: &[u8], ca_file: &Path) -> anyhow::Result<()> {
+    let path = scratch.join(format!("sample-{k}.pem"));
+    fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+    openssl(&[
+        "verify".as_ref(),
+        "-CAfile".as_ref(),
+        ca_file.as_os_str(),
+        path.as_os_str(),
+    ])
+}
+
+/// Runs `openssl` with `args`; an error with its output unless it exits with status 0.
+fn openssl(args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let output = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running openssl (is it installed?)")?;
+    if !output.status.success() {
+        bail!(
+            "openssl {:?} failed ({}): {}{}",
+            args,
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// What the sampled answers showed.
@@ -1271,8 +1712,123 @@ struct SampleCheck {
     sampled: u64,
     verified: u64,
     service_errors: u64,
+    openssl_checked: u64,
+    openssl_verified: u64,
     /// Submission to delivery of the sampled answers received in the window, µs.
     delivery_us: Vec<u32>,
+}
+
+/// The workload of `args.service`: for `ca`, the dealt token and a request made with
+/// `openssl req` in `scratch` for the first name the dealt policy allows.
+fn make_workload(
+    args: &BenchClusterArgs,
+    keys_dir: &Path,
+    group: &GroupFile,
+    scratch: &Path,
+) -> anyhow::Result<Workload> {
+    match args.service {
+        Service::Kv => Ok(Workload::Kv {
+            keys: args.keys,
+            value: value(args.payload),
+        }),
+        Service::Tsa => {
+            if group.tsa_certificate.is_none() {
+                bail!(
+                    "the group in {} names no tsa-certificate.pem (dealt by an older keygen): \
+                     deal a new one",
+                    keys_dir.display()
+                );
+            }
+            Ok(Workload::Tsa)
+        }
+        Service::Ca => {
+            if group.ca_certificate.is_none() || group.ca_policy.is_none() {
+                bail!(
+                    "the group in {} names no CA certificate and policy (dealt by an older \
+                     keygen): deal a new one",
+                    keys_dir.display()
+                );
+            }
+            let token = read_small(&keys_dir.join("ca-admin-token"))?;
+            let token = token.trim_ascii().to_vec();
+            let policy_text = String::from_utf8(read_small(&keys_dir.join("ca-policy.toml"))?)
+                .context("ca-policy.toml is not UTF-8")?;
+            let policy = ca::CaPolicy::from_toml(&policy_text)?;
+            let domain = policy
+                .names
+                .iter()
+                .find_map(|rule| rule.pattern.strip_prefix("*."))
+                .context("the CA policy has no `*.domain` rule to ask a name under")?;
+            let name = format!("bench.{domain}");
+            let csr_path = scratch.join("bench-csr.der");
+            let key_path = scratch.join("bench-key.pem");
+            openssl(&[
+                "req".as_ref(),
+                "-new".as_ref(),
+                "-newkey".as_ref(),
+                "ec".as_ref(),
+                "-pkeyopt".as_ref(),
+                "ec_paramgen_curve:P-256".as_ref(),
+                "-nodes".as_ref(),
+                "-keyout".as_ref(),
+                key_path.as_os_str(),
+                "-subj".as_ref(),
+                format!("/CN={name}").as_ref(),
+                "-outform".as_ref(),
+                "DER".as_ref(),
+                "-out".as_ref(),
+                csr_path.as_os_str(),
+            ])
+            .context("making the certification request")?;
+            let csr = read_small(&csr_path)?;
+            // Checked once here, so that encoding every request cannot fail.
+            ca::encode_issue(&[0; NONCE_BYTES], &token, &csr)?;
+            eprintln!("sintra bench cluster: every request asks a certificate for {name}");
+            Ok(Workload::Ca { token, csr })
+        }
+    }
+}
+
+/// A file of the dealt group directory, at most [`GROUP_FILE_BYTES_MAX`].
+fn read_small(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(GROUP_FILE_BYTES_MAX)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// The CPU time of one service-key share exponentiation (`sign_digest`) with server 1's dealt
+/// share: the median of [`SHARE_TIMINGS`] runs after [`SHARE_WARMUP`], on this thread's CPU
+/// clock, so that time the thread spent preempted (the host may be shared) is not counted.
+fn share_time(keys_dir: &Path, group: &GroupFile) -> anyhow::Result<Duration> {
+    let first = ServerId::all(group.keys.parameters.servers)
+        .next()
+        .context("a group without servers")?;
+    let name = format!("server-{}", first.get());
+    let config = ServerConfig::load(&keys_dir.join(&name).join("config.toml"))?;
+    let secrets = sintra_config::SecretsFile::load(&config.keys)?;
+    let mut times = Vec::with_capacity(SHARE_TIMINGS);
+    for k in 0..SHARE_WARMUP + SHARE_TIMINGS {
+        let digest: [u8; 32] = Sha256::digest((k as u64).to_be_bytes()).into();
+        let start = thread_cpu_time();
+        let share = secrets
+            .shares
+            .service
+            .sign_digest(&group.keys.service, &digest);
+        let elapsed = thread_cpu_time().saturating_sub(start);
+        std::hint::black_box(share);
+        if k >= SHARE_WARMUP {
+            times.push(elapsed);
+        }
+    }
+    times.sort_unstable();
+    times
+        .get(times.len() / 2)
+        .copied()
+        .context("no share timed")
 }
 
 /// Polls every replica's `/health` height every [`HEIGHT_POLL_INTERVAL`] until `stop`:
@@ -1324,18 +1880,37 @@ fn percentiles(mut latencies_us: Vec<u32>) -> Latency {
 /// The report as a Markdown table (one header, one row) with a line of context above.
 fn table(report: &Report) -> String {
     let mut out = String::new();
+    let what = match report.service {
+        Service::Kv => format!(
+            "kv put of {} B ({} B value, {} keys)",
+            report.request_bytes, report.value_bytes, report.keys
+        ),
+        Service::Tsa => format!(
+            "RFC 3161 time-stamp request of {} B (SHA-256 imprint, nonce)",
+            report.request_bytes
+        ),
+        Service::Ca => format!(
+            "P-256 certification request of {} B (one CSR, a new certificate each)",
+            report.request_bytes
+        ),
+    };
+    let openssl = if report.openssl_checked > 0 {
+        format!(
+            ", {} of {} accepted by openssl",
+            report.openssl_verified, report.openssl_checked
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
         "sintra bench cluster: {} replicas (t = {}), {} build, {} s measured after {} s warm-up; \
-         kv put of {} B ({} B value, {} keys); {} of {} sampled answers verified",
+         {what}; {} of {} sampled answers verified{openssl}",
         report.servers,
         report.faults,
         report.build,
         report.duration_s,
         report.warmup_s,
-        report.request_bytes,
-        report.value_bytes,
-        report.keys,
         report.verified,
         report.sampled
     );
@@ -1346,15 +1921,20 @@ fn table(report: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "| servers | clients | load | ordered req/s | delivered req/s | rounds/s | p50 ms | p90 ms | p99 ms | max ms | to delivery p50 / p99 ms | node CPU cores | CPU µs/req | client CPU cores | errors |"
+        "| service | servers | clients | load | ordered req/s | delivered req/s | rounds/s | p50 ms | p90 ms | p99 ms | max ms | to delivery p50 / p99 ms | node CPU cores | CPU µs/req | client CPU cores | errors |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {:.2} | {:.1} | {:.2} | {} |",
+        "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} / {:.0} | {:.2} | {:.1} | {:.2} | {} |",
+        match report.service {
+            Service::Kv => "kv",
+            Service::Tsa => "tsa",
+            Service::Ca => "ca",
+        },
         report.servers,
         report.clients,
         load,
@@ -1372,6 +1952,21 @@ fn table(report: &Report) -> String {
         report.client_cpu_cores,
         report.errors.total() + report.errors.connections
     );
+    // kv answers share one signature per round: the per-answer ceiling does not bound them.
+    if report.service != Service::Kv {
+        let _ = writeln!(
+            out,
+            "ceiling = {} cores / ({} servers × {:.2} ms per RSA share) = {:.1} signed answers/s; \
+             reached {:.0} %; the signer threads used {:.0} % of the replicas' {:.2} cores",
+            report.host_cores,
+            report.servers,
+            report.share_time_ms,
+            report.ceiling_per_s,
+            report.ceiling_percent,
+            report.signer_cpu_percent,
+            report.cpu_cores
+        );
+    }
     if !report.nodes_crashed.is_empty() {
         let _ = writeln!(out, "replicas that crashed: {:?}", report.nodes_crashed);
     }
@@ -1400,6 +1995,35 @@ mod tests {
             }
             other => panic!("not a put: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_time_stamp_request_is_a_der_query_the_notary_accepts() {
+        let query = tsa_query(&[0xff; 8], 7);
+        assert_eq!(query.len(), 75);
+        assert_eq!(notary::reject_malformed(&query), None);
+        // Distinct requests hash distinct documents.
+        assert_ne!(tsa_query(&[0xff; 8], 8)[24..56], query[24..56]);
+        let mut bytes = Vec::new();
+        Workload::Tsa.encode(&[0xff; 8], 7, &mut bytes);
+        assert_eq!(bytes[0], notary::TAG_QUERY);
+        assert_eq!(&bytes[1..1 + NONCE_BYTES], &nonce(&[0xff; 8], 7));
+        assert_eq!(&bytes[1 + NONCE_BYTES..], &query[..]);
+    }
+
+    #[test]
+    fn der_elements_split_and_truncations_are_refused() {
+        let bytes = [0x30, 0x03, 0x02, 0x01, 0x05, 0xaa];
+        let (tag, content, whole, rest) = der_element(&bytes).unwrap();
+        assert_eq!(
+            (tag, content, whole, rest),
+            (0x30, &bytes[2..5], &bytes[..5], &bytes[5..])
+        );
+        let long = [0x04, 0x81, 0x01, 0x09];
+        assert_eq!(der_element(&long).unwrap().1, &[0x09]);
+        assert!(der_element(&[0x30, 0x05, 0x00]).is_none());
+        assert!(der_element(&[0x30, 0x85, 1, 1, 1, 1, 1]).is_none());
+        assert!(der_element(&[0x30]).is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! starts four replica processes, gets signed answers over the streaming interface, every sampled
 //! answer verifies against the group's service key, no replica dies before it is stopped, every
 //! replica stops cleanly on SIGTERM, and the JSON report carries the fields the README quotes.
+//! A notary run gets granted time-stamps that verify (also with `openssl ts -verify`).
 //! Also: a benchmark stopped by SIGTERM mid-run stops its replicas before it exits, and impossible
 //! arguments are refused before anything starts. (No timing is asserted: the numbers are the
 //! benchmark's, not the test's.)
@@ -74,6 +75,60 @@ fn a_short_bench_run_orders_requests_and_every_sampled_answer_verifies() {
             "{report}"
         );
     }
+}
+
+#[test]
+fn a_short_notary_run_gets_time_stamps_that_verify() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sintra"))
+        .args([
+            "bench",
+            "cluster",
+            "--service",
+            "tsa",
+            "--servers",
+            "4",
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--clients",
+            "2",
+            "--window",
+            "8",
+            "--verify-every",
+            "5",
+            "--json",
+        ])
+        .output()
+        .expect("the sintra binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "bench failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("not one JSON object ({error}):\n{stdout}"));
+    let number = |name: &str| {
+        report[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no number {name} in {report}"))
+    };
+    assert_eq!(report["service"], "tsa");
+    assert!(number("ordered") > 0.0, "no time-stamp answered: {report}");
+    assert!(number("verified") > 0.0, "no time-stamp verified: {report}");
+    assert_eq!(number("verified"), number("sampled"), "{report}");
+    assert_eq!(number("service_errors"), 0.0, "{report}");
+    // openssl (installed wherever the tests run) accepted every token it was given.
+    assert!(number("openssl_checked") > 0.0, "{report}");
+    assert_eq!(
+        number("openssl_verified"),
+        number("openssl_checked"),
+        "{report}"
+    );
+    assert!(number("share_time_ms") > 0.0, "{report}");
+    assert!(number("ceiling_per_s") > 0.0, "{report}");
 }
 
 #[test]

@@ -17,10 +17,14 @@
 //!
 //! Streaming: a TCP connection carries frames `[u32 length][u64 id][request]` from the client and
 //! `[u32 length][u64 id][u8 status][payload]` back (big-endian; `length` counts what follows
-//! it). Status `0`: payload is the `SignedAnswer` JSON; `1` overloaded, `2` malformed, `3`
-//! timeout, `4` stopping: payload is a UTF-8 message. Answers come back in completion order
-//! (match them by `id`); at most [`STREAM_IN_FLIGHT_MAX`] requests per connection are in
-//! flight, further frames are not read until one completes.
+//! it). A request is a full service request (tag, 16-byte nonce, body: what `POST /v1/submit`
+//! takes, and what the service routes build, e.g. `notary::encode_request`). Status `0`:
+//! payload is the `SignedAnswer` JSON (an answer the batch signature covers, as kv's); `5`: the
+//! completed answer of a service that signs each answer on its own (`Service::complete`'s bytes,
+//! what the service's HTTP route returns: a DER `TimeStampResp`, a PEM certificate, ...); `1`
+//! overloaded, `2` malformed, `3` timeout, `4` stopping: payload is a UTF-8 message. Answers
+//! come back in completion order (match them by `id`); at most [`STREAM_IN_FLIGHT_MAX`]
+//! requests per connection are in flight, further frames are not read until one completes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +61,12 @@ use crate::protocol::{Request, Submission, SubmitError};
 pub const STREAM_IN_FLIGHT_MAX: usize = 4096;
 /// Streaming connections served at once.
 pub const STREAM_CONNECTIONS_MAX: usize = 256;
+/// Streaming status of an answer the batch signature covers: the payload is its `SignedAnswer`
+/// JSON.
+pub const STREAM_STATUS_SIGNED_ANSWER: u8 = 0;
+/// Streaming status of an answer its service signs on its own: the payload is the completed
+/// answer (`Service::complete`), the bytes the service's HTTP route returns.
+pub const STREAM_STATUS_COMPLETED: u8 = 5;
 /// Answers queued for one streaming connection's writer.
 const STREAM_WRITE_QUEUE_MAX: usize = 1024;
 
@@ -666,10 +676,31 @@ async fn stream_connection(
         let gateway = gateway.clone();
         let answers = answers_tx.clone();
         tokio::spawn(async move {
-            let frame = match gateway.submit_batch(request).await {
-                Ok(answer) => match serde_json::to_vec(&answer) {
-                    Ok(json) => response(id, 0, &json),
-                    Err(error) => response(id, 4, error.to_string().as_bytes()),
+            let frame = match gateway.submit(request).await {
+                Ok(Answered::Signed {
+                    request,
+                    answer,
+                    signature,
+                }) => {
+                    let mut completed =
+                        gateway
+                            .services
+                            .complete(&request, &answer, signature.as_bytes());
+                    if gateway.byzantine
+                        && let Some(last) = completed.last_mut()
+                    {
+                        *last ^= 0x01;
+                    }
+                    response(id, STREAM_STATUS_COMPLETED, &completed)
+                }
+                Ok(batch) => match gateway.batch_answer(batch) {
+                    Ok(answer) => match serde_json::to_vec(&answer) {
+                        Ok(json) => response(id, STREAM_STATUS_SIGNED_ANSWER, &json),
+                        Err(error) => response(id, 4, error.to_string().as_bytes()),
+                    },
+                    Err(failure) => {
+                        response(id, failure.stream_status(), failure.message().as_bytes())
+                    }
                 },
                 Err(failure) => response(id, failure.stream_status(), failure.message().as_bytes()),
             };
