@@ -377,11 +377,13 @@ impl Client {
             ("/tsa", query.clone())
         };
         let key = &self.keys.service;
-        let (reply, server, failures) = self.attempt_with(target, Method::Post, &body, |body| {
-            let (serial, time) = sintra_services::notary::verify_reply(body, sha256, nonce, key)
-                .map_err(|error| Failure::Rejected(error.to_string()))?;
-            Ok((body.to_vec(), serial, time))
-        })?;
+        let (reply, server, failures) =
+            self.attempt_with(target, Method::Post, &body, &[200], |body| {
+                let (serial, time) =
+                    sintra_services::notary::verify_reply(body, sha256, nonce, key)
+                        .map_err(|error| Failure::Rejected(error.to_string()))?;
+                Ok((body.to_vec(), serial, time))
+            })?;
         Ok(Notarized {
             query,
             reply: reply.0,
@@ -415,8 +417,9 @@ impl Client {
         key: &str,
     ) -> Result<DirectoryAnswer, ClientError> {
         let service = &self.keys.service;
+        // A 404 is an answer too: the directory signs absence.
         let ((json, lookup), server, failures) =
-            self.attempt_with(target, method, body, |body| {
+            self.attempt_with(target, method, body, &[200, 404], |body| {
                 let lookup = sintra_services::directory::verify_lookup(body, service)
                     .map_err(|error| Failure::Rejected(error.to_string()))?;
                 if lookup.key != key {
@@ -435,13 +438,14 @@ impl Client {
         })
     }
 
-    /// Sends `body` to `target` at one server after another until `verify` accepts a 200
-    /// answer (a 404 counts as an answer too: the directory signs absence).
+    /// Sends `body` to `target` at one server after another until `verify` accepts an answer
+    /// whose status is one of `accepted` (other statuses are failures).
     fn attempt_with<T>(
         &self,
         target: &str,
         method: Method,
         body: &[u8],
+        accepted: &[u16],
         verify: impl Fn(&[u8]) -> Result<T, Failure>,
     ) -> Result<(T, ServerId, Vec<ServerFailure>), ClientError> {
         let n = self.servers.len();
@@ -469,12 +473,15 @@ impl Client {
                 http::HttpError::Timeout(_) => Failure::Timeout,
                 other => Failure::Transport(other.to_string()),
             })
-            .and_then(|response| match response.status {
-                200 | 404 => verify(&response.body),
-                status => Err(Failure::Status {
-                    status,
-                    message: error_message(&response.body),
-                }),
+            .and_then(|response| {
+                if accepted.contains(&response.status) {
+                    verify(&response.body)
+                } else {
+                    Err(Failure::Status {
+                        status: response.status,
+                        message: error_message(&response.body),
+                    })
+                }
             });
             match outcome {
                 Ok(value) => return Ok((value, server.id, failures)),
@@ -491,59 +498,21 @@ impl Client {
     /// Posts `body` to `target` at one server after another until an answer verifies for
     /// `request`.
     fn attempt(&self, target: &str, body: &[u8], request: &[u8]) -> Result<Submitted, ClientError> {
-        let n = self.servers.len();
-        let first = match self.options.first_server {
-            Some(id) => id.slot(),
-            None => rand::thread_rng().gen_range(0..n),
-        };
-        let attempts = self.options.attempts.unwrap_or(n);
-        let mut failures = Vec::new();
-        for attempt in 0..attempts {
-            let server = &self.servers[(first + attempt) % n];
-            match self.ask(server, target, body, request) {
-                Ok(answer) => {
-                    return Ok(Submitted {
-                        answer,
-                        server: server.id,
-                        failures,
-                    });
-                }
-                Err(failure) => failures.push(ServerFailure {
-                    server: server.id,
-                    gateway: server.gateway.clone(),
-                    failure,
-                }),
-            }
-        }
-        Err(ClientError::NoVerifiedAnswer { failures })
-    }
-
-    fn ask(
-        &self,
-        server: &Endpoint,
-        target: &str,
-        body: &[u8],
-        request: &[u8],
-    ) -> Result<SignedAnswer, Failure> {
-        let response =
-            http::post(&server.gateway, target, body, self.options.timeout).map_err(|error| {
-                match error {
-                    http::HttpError::Timeout(_) => Failure::Timeout,
-                    other => Failure::Transport(other.to_string()),
-                }
+        let service = &self.keys.service;
+        let (answer, server, failures) =
+            self.attempt_with(target, Method::Post, body, &[200], |body| {
+                let answer: SignedAnswer = serde_json::from_slice(body)
+                    .map_err(|error| Failure::Undecodable(error.to_string()))?;
+                answer
+                    .verify(service, request)
+                    .map_err(Failure::Unverified)?;
+                Ok(answer)
             })?;
-        if response.status != 200 {
-            return Err(Failure::Status {
-                status: response.status,
-                message: error_message(&response.body),
-            });
-        }
-        let answer: SignedAnswer = serde_json::from_slice(&response.body)
-            .map_err(|error| Failure::Undecodable(error.to_string()))?;
-        answer
-            .verify(&self.keys.service, request)
-            .map_err(Failure::Unverified)?;
-        Ok(answer)
+        Ok(Submitted {
+            answer,
+            server,
+            failures,
+        })
     }
 }
 

@@ -29,6 +29,18 @@ pub fn chain_log_digest(
     request: &[u8],
 ) -> [u8; 32] {
     let request_hash: [u8; 32] = Sha256::digest(request).into();
+    chain_log_digest_hashed(previous, position, round, time_ms, &request_hash)
+}
+
+/// [`chain_log_digest`] for a request whose SHA-256 is known already (the executor hashes each
+/// request once, for the log digest, its answer's leaf and the waiting clients).
+pub fn chain_log_digest_hashed(
+    previous: &[u8; 32],
+    position: u64,
+    round: u64,
+    time_ms: u64,
+    request_hash: &[u8; 32],
+) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(previous);
     hasher.update(position.to_be_bytes());

@@ -483,9 +483,8 @@ impl Coordinator {
 
     /// Remembers the requests of an executed round by digest (for retries), forgetting the
     /// oldest beyond [`RECENT_REQUESTS_MAX`].
-    fn remember(&self, state: &mut State, round: u64, requests: &[Vec<u8>], item_of: &[Item]) {
-        for (index, request) in requests.iter().enumerate() {
-            let digest: [u8; 32] = Sha256::digest(request).into();
+    fn remember(&self, state: &mut State, round: u64, hashes: &[[u8; 32]], item_of: &[Item]) {
+        for (index, digest) in hashes.iter().copied().enumerate() {
             let item = item_of.get(index).copied().unwrap_or(0);
             if state.recent.insert(digest, (round, index, item)).is_none() {
                 state.recent_order.push_back(digest);
@@ -504,6 +503,7 @@ impl Coordinator {
             batch,
             requests,
             answers,
+            request_hashes,
             signed,
         } = executed;
         self.executed_next = self.executed_next.max(round + 1);
@@ -530,12 +530,11 @@ impl Coordinator {
         while state.digests.len() > OWN_SHARES_MAX {
             state.digests.pop_first();
         }
-        self.remember(state, round, &requests, &item_of);
+        self.remember(state, round, &request_hashes, &item_of);
         let mut waiting: BTreeMap<Item, Vec<(usize, oneshot::Sender<Answered>)>> = BTreeMap::new();
         if !state.waiters.is_empty() {
-            for (index, request) in requests.iter().enumerate() {
-                let request_digest: [u8; 32] = Sha256::digest(request).into();
-                if let Some(replies) = state.waiters.remove(&request_digest) {
+            for (index, request_digest) in request_hashes.iter().enumerate() {
+                if let Some(replies) = state.waiters.remove(request_digest) {
                     let slot = waiting.entry(item_of[index]).or_default();
                     slot.extend(replies.into_iter().map(|reply| (index, reply)));
                 }

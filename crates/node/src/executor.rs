@@ -16,12 +16,14 @@ use sintra_crypto::encoding::Encode;
 use sintra_net::LinksHandle;
 use sintra_protocols::InstanceId;
 use sintra_protocols::abc::{DEDUP_ROUNDS, request_digest};
-use sintra_services::answers::{AnswerBatch, leaf};
+use sintra_services::answers::{AnswerBatch, leaf_hashed};
 use sintra_services::{ExecutionContext, Service};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{CheckpointCertificate, CheckpointStatement, chain_log_digest};
+use crate::checkpoint::{
+    CheckpointCertificate, CheckpointStatement, chain_log_digest, chain_log_digest_hashed,
+};
 use crate::coordinator::Event;
 use crate::message::{Item, NodeMessage};
 use crate::metrics::Metrics;
@@ -61,6 +63,8 @@ pub(crate) struct Executed {
     pub batch: Option<Arc<AnswerBatch>>,
     pub requests: Vec<Vec<u8>>,
     pub answers: Vec<Vec<u8>>,
+    /// SHA-256 of each request (what waiting clients are registered by).
+    pub request_hashes: Vec<[u8; 32]>,
     /// The answers the service key signs one by one: `(index in the round, SHA-256 of the
     /// signing message)`; answer `index` is item `index + 1` of the round.
     pub signed: Vec<(usize, [u8; 32])>,
@@ -155,6 +159,7 @@ impl Executor {
         let mut answers = Vec::with_capacity(requests.len());
         let mut leaves = Vec::with_capacity(requests.len());
         let mut signed: Vec<(usize, [u8; 32])> = Vec::new();
+        let mut request_hashes = Vec::with_capacity(requests.len());
         let mut log_digest = self.log_digest;
         for (offset, request) in requests.iter().enumerate() {
             let position = first + offset as u64;
@@ -169,8 +174,11 @@ impl Executor {
             if let Some(message) = self.service.signing_message(request, &answer) {
                 signed.push((offset, Sha256::digest(&message).into()));
             }
-            leaves.push(leaf(position, request, &answer));
-            log_digest = chain_log_digest(&log_digest, position, round, time_ms, request);
+            let request_hash: [u8; 32] = Sha256::digest(request).into();
+            leaves.push(leaf_hashed(position, &request_hash, &answer));
+            log_digest =
+                chain_log_digest_hashed(&log_digest, position, round, time_ms, &request_hash);
+            request_hashes.push(request_hash);
             answers.push(answer);
         }
         let batch = if leaves.is_empty() {
@@ -256,6 +264,7 @@ impl Executor {
             batch,
             requests,
             answers,
+            request_hashes,
             signed,
         };
         if self

@@ -34,10 +34,15 @@ fn sha256(bytes: &[u8]) -> Hash {
 
 /// The leaf of the request at `position` with its `answer`.
 pub fn leaf(position: u64, request: &[u8], answer: &[u8]) -> Hash {
+    leaf_hashed(position, &sha256(request), answer)
+}
+
+/// [`leaf`] for a request whose SHA-256 is known already.
+pub fn leaf_hashed(position: u64, request_hash: &Hash, answer: &[u8]) -> Hash {
     let mut hasher = Sha256::new();
     hasher.update([0x00]);
     hasher.update(position.to_be_bytes());
-    hasher.update(sha256(request));
+    hasher.update(request_hash);
     hasher.update(sha256(answer));
     hasher.finalize().into()
 }
