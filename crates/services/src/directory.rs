@@ -8,6 +8,15 @@
 //! at which that was true, signed so a client needs only the service public key
 //! ([`verify_lookup`]).
 //!
+//! Lookups come in two kinds. An *ordered* lookup (the request below) goes through atomic
+//! broadcast and gets its own signature: it is current as of its log position (linearizable),
+//! and costs one threshold-RSA signature. A *local* lookup ([`SignedState::lookup`],
+//! [`verify_local_lookup`]) is answered by one server, without ordering and without RSA work,
+//! from the state of the last checkpoint: a Merkle root over every entry is signed once per
+//! checkpoint ([`StateStatement`]) and the answer carries the entry's path (or its neighbours',
+//! for absence) to that root. It is true as of the statement's log height, which a faulty
+//! server can make older but not false.
+//!
 //! Encodings (big-endian lengths):
 //! - request: put `[0x30][nonce 16][key_len u16][key][value_len u32][value][version u64]
 //!   [owner 32][signature 64]`, get `[0x31][nonce 16][key_len u16][key]`. Keys are 1 to
@@ -27,12 +36,20 @@
 //!   increasing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ed25519_dalek::{Signature as Ed25519Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sintra_crypto::rsa;
 
 use crate::{ExecutionContext, HttpReply, REQUEST_NONCE_BYTES, Service, ServiceError};
+
+mod state;
+
+pub use state::{
+    LOCAL_LOOKUP_JSON_BYTES_MAX, LocalLookup, STATE_DOMAIN, STATE_TREE_LEAVES_MAX, SignedState,
+    StateStatement, StateTree, entry_digest, state_leaf, verify_local_lookup,
+};
 
 /// The request tag of a put.
 pub const TAG_PUT: u8 = 0x30;
@@ -572,11 +589,31 @@ impl Refusal {
 /// value bytes; a put beyond either is refused and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directory {
-    entries: BTreeMap<String, Entry>,
+    /// Entries are shared with the [`StateTree`]s taken at checkpoints (no copy of the values),
+    /// each with its leaf in that tree, computed once when the entry is written.
+    entries: BTreeMap<Arc<str>, Held>,
     /// Sum of key and value lengths over `entries`.
     bytes: usize,
     entries_max: usize,
     bytes_max: usize,
+}
+
+/// An entry as the directory keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    entry: Arc<Entry>,
+    /// [`state_leaf`] of the key and the entry.
+    leaf: state::Hash,
+}
+
+impl Held {
+    fn new(key: &str, entry: Entry) -> Self {
+        let leaf = state_leaf(key, &entry_digest(&entry));
+        Self {
+            entry: Arc::new(entry),
+            leaf,
+        }
+    }
 }
 
 impl Default for Directory {
@@ -592,12 +629,13 @@ impl Directory {
     }
 
     /// An empty directory with other bounds. Every server of a group must use the same bounds,
-    /// or the servers diverge when the directory fills up.
+    /// or the servers diverge when the directory fills up. `entries_max` is capped at
+    /// [`STATE_TREE_LEAVES_MAX`], the most entries a state tree holds.
     pub fn with_limits(entries_max: usize, bytes_max: usize) -> Self {
         Self {
             entries: BTreeMap::new(),
             bytes: 0,
-            entries_max,
+            entries_max: entries_max.min(STATE_TREE_LEAVES_MAX),
             bytes_max,
         }
     }
@@ -624,11 +662,23 @@ impl Directory {
 
     /// The entry under `key`.
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+        self.entries.get(key).map(|held| held.entry.as_ref())
+    }
+
+    /// The Merkle tree over every entry as it stands now, for lookups served without ordering
+    /// (docs/services/directory.md, "Local lookups"). Shares the entries (no value is copied);
+    /// costs one SHA-256 of 65 bytes per entry for the inner nodes, the leaves being kept.
+    pub fn state_tree(&self) -> StateTree {
+        StateTree::build(
+            self.entries
+                .iter()
+                .map(|(key, held)| (key.clone(), held.entry.clone(), held.leaf))
+                .collect(),
+        )
     }
 
     fn lookup(&self, key: String, position: u64) -> Lookup {
-        let entry = self.entries.get(&key).cloned();
+        let entry = self.get(&key).cloned();
         Lookup {
             key,
             position,
@@ -649,7 +699,7 @@ impl Directory {
                 "the signature is not the owner's over this key, value and version",
             )
         })?;
-        let previous = self.entries.get(&put.key);
+        let previous = self.get(&put.key);
         match previous {
             None if entry.version != 1 => {
                 return Err(Refusal::new(409, "a new entry has version 1"));
@@ -683,7 +733,10 @@ impl Directory {
             ));
         }
         self.bytes = bytes;
-        self.entries.insert(put.key.clone(), entry.clone());
+        self.entries.insert(
+            Arc::from(put.key.as_str()),
+            Held::new(&put.key, entry.clone()),
+        );
         Ok(Lookup {
             key: put.key,
             position,
@@ -727,8 +780,8 @@ impl Directory {
             }
             bytes += key.len() + entry.value.len();
             check_len("directory", bytes, self.bytes_max)?;
-            last = Some(key.clone());
-            entries.insert(key, entry);
+            entries.insert(Arc::from(key.as_str()), Held::new(&key, entry));
+            last = Some(key);
         }
         reader.finish()?;
         Ok(Self {
@@ -771,7 +824,8 @@ impl Service for Directory {
             Vec::with_capacity(SNAPSHOT_MAGIC.len() + 8 + self.bytes + 110 * self.entries.len());
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&(self.entries.len() as u64).to_be_bytes());
-        for (key, entry) in &self.entries {
+        for (key, held) in &self.entries {
+            let entry = &held.entry;
             put_key(&mut out, key);
             out.extend_from_slice(&entry.version.to_be_bytes());
             out.extend_from_slice(&entry.owner);
@@ -798,6 +852,10 @@ impl Service for Directory {
         let statement = answer.strip_prefix(&[ANSWER_STATEMENT])?;
         Lookup::decode_statement(statement).ok()?;
         Some(statement.to_vec())
+    }
+
+    fn state_tree(&self) -> Option<Arc<StateTree>> {
+        Some(Arc::new(Directory::state_tree(self)))
     }
 
     fn complete(&self, _request: &[u8], answer: &[u8], signature: &[u8]) -> Vec<u8> {

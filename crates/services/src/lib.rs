@@ -89,6 +89,14 @@ pub trait Service: Send + Sync {
         let _ = (request, signature);
         answer.to_vec()
     }
+
+    /// A Merkle tree over the state from which one server proves lookups without ordering,
+    /// taken by the node right after executing a checkpoint round and signed once by the
+    /// service key (only the directory has one: [`directory::StateTree`], its local lookups).
+    /// `None`: the service serves no such lookups. A pure function of the state.
+    fn state_tree(&self) -> Option<std::sync::Arc<directory::StateTree>> {
+        None
+    }
 }
 
 /// How a gateway hands a completed answer to an HTTP client: the services that speak a stock

@@ -179,6 +179,13 @@ impl Service for Router {
             None => answer.to_vec(),
         }
     }
+
+    /// The first service's tree that has one (a router holds one directory).
+    fn state_tree(&self) -> Option<std::sync::Arc<crate::directory::StateTree>> {
+        self.routes
+            .iter()
+            .find_map(|(_, service)| service.state_tree())
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,13 @@
 //! included) signed with real threshold RSA verify with the service key alone, and changing any
 //! one character of the value, the signature or the position in the JSON breaks them; two
 //! instances agree and snapshots restore canonically; no input panics.
+//!
+//! Local lookups: the state statement signed once (real threshold RSA) proves every entry and
+//! every absence of a directory of any size; any changed character of a local answer, another
+//! service key, neighbours that are not adjacent or do not enclose the key all fail; random
+//! bytes and random keys never panic.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
@@ -14,8 +19,9 @@ use rand_chacha::ChaCha20Rng;
 use sintra_crypto::dealer::{GroupKeys, GroupParameters, ServerKeys, deal_with_primes};
 use sintra_crypto::rsa;
 use sintra_services::directory::{
-    self, Directory, DirectoryError, KEY_BYTES_MAX, PutBody, VALUE_BYTES_MAX, encode_get,
-    encode_put, encode_put_json, put_message, verify_lookup,
+    self, Directory, DirectoryError, KEY_BYTES_MAX, PutBody, STATE_DOMAIN, SignedState,
+    StateStatement, VALUE_BYTES_MAX, encode_get, encode_put, encode_put_json, put_message,
+    verify_local_lookup, verify_lookup,
 };
 use sintra_services::{ExecutionContext, Service};
 
@@ -34,6 +40,43 @@ fn service_key() -> &'static rsa::PublicKey {
     &group().0.service
 }
 
+/// The service key of another group.
+fn other_service_key() -> &'static rsa::PublicKey {
+    static OTHER: OnceLock<GroupKeys> = OnceLock::new();
+    &OTHER
+        .get_or_init(|| {
+            let mut rng = ChaCha20Rng::from_seed([99; 32]);
+            let primes = rsa::generate_primes(1024, &mut rng, &mut |_| {}).unwrap();
+            deal_with_primes(
+                GroupParameters::new(4, None).unwrap(),
+                &primes,
+                &mut rng,
+                &mut |_| {},
+            )
+            .unwrap()
+            .0
+        })
+        .service
+}
+
+/// Shares of servers 2 and 3 over `message`, combined.
+fn threshold_sign(message: &[u8]) -> rsa::Signature {
+    let (group, servers) = group();
+    let shares: Vec<_> = servers[1..3]
+        .iter()
+        .map(|server| server.service.sign(&group.service, message))
+        .collect();
+    group.service.combine(message, &shares).unwrap()
+}
+
+/// The directory's state as a checkpoint signs it.
+fn sign_state(directory: &Directory, round: u64, height: u64, time_ms: u64) -> SignedState {
+    let tree = Arc::new(directory.state_tree());
+    let statement = tree.statement(round, height, time_ms);
+    let signature = threshold_sign(&statement.encode());
+    SignedState::new(statement, signature.as_bytes().to_vec(), tree).unwrap()
+}
+
 /// execute → signing_message → shares of servers 2 and 3 → combine → complete.
 fn serve(directory: &mut Directory, position: u64, request: &[u8]) -> Vec<u8> {
     let context = ExecutionContext {
@@ -44,12 +87,7 @@ fn serve(directory: &mut Directory, position: u64, request: &[u8]) -> Vec<u8> {
     let answer = directory.execute(&context, request);
     match directory.signing_message(request, &answer) {
         Some(message) => {
-            let (group, servers) = group();
-            let shares: Vec<_> = servers[1..3]
-                .iter()
-                .map(|server| server.service.sign(&group.service, &message))
-                .collect();
-            let signature = group.service.combine(&message, &shares).unwrap();
+            let signature = threshold_sign(&message);
             directory.complete(request, &answer, signature.as_bytes())
         }
         None => directory.complete(request, &answer, &[]),
@@ -405,17 +443,8 @@ fn changing_any_character_of_value_signature_or_position_breaks_a_lookup() {
     let extra = text.replacen('{', "{\"extra\":1,", 1);
     assert!(verify_lookup(extra.as_bytes(), service_key()).is_err());
     // Another service key.
-    let mut rng = ChaCha20Rng::from_seed([99; 32]);
-    let primes = rsa::generate_primes(1024, &mut rng, &mut |_| {}).unwrap();
-    let (other_group, _) = deal_with_primes(
-        GroupParameters::new(4, None).unwrap(),
-        &primes,
-        &mut rng,
-        &mut |_| {},
-    )
-    .unwrap();
     assert_eq!(
-        verify_lookup(&lookup, &other_group.service),
+        verify_lookup(&lookup, other_service_key()),
         Err(DirectoryError::ServiceSignature)
     );
 }
@@ -471,12 +500,14 @@ fn two_instances_agree_and_snapshots_restore() {
             second.signing_message(&request, &b)
         );
         assert_eq!(first.snapshot(), second.snapshot());
+        assert_eq!(first.state_tree(), second.state_tree());
     }
     assert!(!first.is_empty());
     let mut restored = Directory::new();
     restored.restore(&first.snapshot()).unwrap();
     assert_eq!(restored, first);
     assert_eq!(restored.snapshot(), first.snapshot());
+    assert_eq!(restored.state_tree().root(), first.state_tree().root());
 
     // A snapshot over the bounds, truncated, or with trailing bytes is refused.
     let mut small = Directory::with_limits(1, 1 << 20);
@@ -490,6 +521,303 @@ fn two_instances_agree_and_snapshots_restore() {
             .is_err()
     );
     assert_eq!(restored, first);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Local lookups.
+
+/// A directory with `count` entries under the keys `k00`, `k02`, `k04`, ... (odd numbers are
+/// free for absent keys), values and owners varying.
+fn directory_of(count: usize) -> Directory {
+    let mut directory = Directory::new();
+    for index in 0..count {
+        let key = format!("k{:02}", 2 * index);
+        let value = format!("value {index}").repeat(index % 3 + 1);
+        let signer = owner(index as u8 % 4);
+        let receipt = serve(
+            &mut directory,
+            index as u64,
+            &put(&signer, &key, value.as_bytes(), 1),
+        );
+        assert_eq!(status(&receipt), 200);
+    }
+    assert_eq!(directory.len(), count);
+    directory
+}
+
+#[test]
+fn local_lookups_prove_every_entry_and_every_absence() {
+    for count in [0usize, 1, 2, 3, 5, 8, 13] {
+        let directory = directory_of(count);
+        let signed = sign_state(
+            &directory,
+            39,
+            count as u64,
+            1_700_000_000_000 + count as u64,
+        );
+        let statement = *signed.statement();
+        assert_eq!(statement.count, count as u64);
+        for index in 0..=2 * count + 1 {
+            let key = format!("k{index:02}");
+            let reply = signed.http_reply(&key);
+            let json = &reply.body;
+            let verified = verify_local_lookup(json, service_key())
+                .unwrap_or_else(|error| panic!("{count} entries, {key}: {error}"));
+            assert_eq!(verified.key, key);
+            assert_eq!(verified.state, statement);
+            assert_eq!(verified.entry.as_ref(), directory.get(&key), "{key}");
+            let expected = if index % 2 == 0 && index < 2 * count {
+                200
+            } else {
+                404
+            };
+            assert_eq!(reply.status, expected);
+            // An ordered lookup answer is not a local one, and the other way round.
+            assert!(verify_lookup(json, service_key()).is_err());
+        }
+        // Keys below and above every entry.
+        let highest = "\u{10ffff}".repeat(64);
+        for key in ["a", "k", "k000", "z", highest.as_str()] {
+            let verified = verify_local_lookup(&signed.lookup(key).unwrap(), service_key())
+                .unwrap_or_else(|error| panic!("{count} entries, {key:?}: {error}"));
+            assert_eq!((verified.key.as_str(), verified.entry), (key, None));
+        }
+        assert!(signed.lookup("").is_err());
+        assert_eq!(signed.http_reply("").status, 400);
+        assert!(signed.lookup(&"x".repeat(KEY_BYTES_MAX + 1)).is_err());
+    }
+    // The longest key and value still fit the bound a verifier reads.
+    let mut directory = Directory::new();
+    let key = "m".repeat(KEY_BYTES_MAX);
+    serve(
+        &mut directory,
+        0,
+        &put(&owner(1), &key, &vec![0xee; VALUE_BYTES_MAX], 1),
+    );
+    let signed = sign_state(&directory, 3, 1, 0);
+    let verified = verify_local_lookup(&signed.lookup(&key).unwrap(), service_key()).unwrap();
+    assert_eq!(verified.entry.unwrap().value.len(), VALUE_BYTES_MAX);
+}
+
+#[test]
+fn the_state_statement_is_canonical_and_openssl_verifies_it() {
+    let directory = directory_of(5);
+    let signed = sign_state(&directory, 7, 5, 1234);
+    let statement = *signed.statement();
+    let encoded = statement.encode();
+    assert!(encoded.starts_with(STATE_DOMAIN));
+    assert_eq!(encoded.len(), STATE_DOMAIN.len() + 1 + 32 + 32);
+    assert_eq!(StateStatement::decode(&encoded), Ok(statement));
+    assert!(StateStatement::decode(&encoded[1..]).is_err());
+    assert!(StateStatement::decode(&[encoded.as_slice(), &[0]].concat()).is_err());
+    // The empty directory's root is 32 zero bytes.
+    assert_eq!(Directory::new().state_tree().root(), [0; 32]);
+    // A tree and a statement that do not match are refused.
+    let other = StateStatement {
+        count: 4,
+        ..statement
+    };
+    assert!(
+        SignedState::new(
+            other,
+            signed.signature().to_vec(),
+            Arc::new(directory.state_tree())
+        )
+        .is_err()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("statement.bin"), &encoded).unwrap();
+    std::fs::write(dir.path().join("sig.bin"), signed.signature()).unwrap();
+    std::fs::write(
+        dir.path().join("service-key.pem"),
+        service_key().to_public_key_pem(),
+    )
+    .unwrap();
+    let output = std::process::Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "service-key.pem",
+            "-signature",
+            "sig.bin",
+            "statement.bin",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Verified OK"), "{stdout}");
+}
+
+/// Replaces each character of `json` in turn by others (of its kind, and structural ones) and
+/// returns how many changed answers were checked; `check` sees every changed answer's
+/// verification with the index of the changed byte.
+fn every_changed_character(
+    json: &[u8],
+    mut check: impl FnMut(usize, Result<directory::LocalLookup, DirectoryError>),
+) -> usize {
+    let mut checked = 0;
+    for at in 0..json.len() {
+        let original = json[at];
+        let others: &[u8] = if original.is_ascii_hexdigit() {
+            b"0123456789abcdefA"
+        } else {
+            b"x\"{}:, 0"
+        };
+        for &with in others.iter().filter(|&&c| c != original) {
+            let changed = replaced(json, at, with);
+            check(at, verify_local_lookup(&changed, service_key()));
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[test]
+fn any_changed_character_of_a_local_answer_fails() {
+    let directory = directory_of(6);
+    let signed = sign_state(&directory, 23, 6, 1_700_000_000_123);
+    let found = signed.lookup("k04").unwrap();
+    let absent = signed.lookup("k05").unwrap();
+    let first = signed.lookup("a").unwrap();
+    let last = signed.lookup("z").unwrap();
+    let mut checked = every_changed_character(&found, |at, verified| {
+        assert!(verified.is_err(), "byte {at} changed and still verified");
+    });
+    // The key of an absence proof is not signed: changed to another key between the same
+    // neighbours, it is a valid proof that *that* key is absent (a true statement, about
+    // another key; clients check the key they asked for). Nothing else verifies.
+    for (json, key, below, above) in [
+        (&absent, "k05", "k04", "k06"),
+        (&first, "a", "", "k00"),
+        (&last, "z", "k10", "\u{10ffff}"),
+    ] {
+        let key_range = field_range(json, "key");
+        checked += every_changed_character(json, |at, verified| {
+            if let Ok(lookup) = verified {
+                assert!(
+                    key_range.contains(&at),
+                    "{key}: byte {at} changed and verified"
+                );
+                assert_ne!(lookup.key, key);
+                assert!(lookup.key.as_str() > below && lookup.key.as_str() < above);
+                assert_eq!(lookup.entry, None);
+            }
+        });
+    }
+    assert!(checked > 20_000, "{checked}");
+
+    // Another service key.
+    assert_eq!(
+        verify_local_lookup(&found, other_service_key()),
+        Err(DirectoryError::ServiceSignature)
+    );
+}
+
+/// `json` with `edit` applied to its value.
+fn edited(json: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_slice(json).unwrap();
+    edit(&mut value);
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn absence_proofs_need_adjacent_neighbours_around_the_key() {
+    let directory = directory_of(6);
+    let signed = sign_state(&directory, 23, 6, 0);
+    let answer = |key: &str| -> serde_json::Value {
+        serde_json::from_slice(&signed.lookup(key).unwrap()).unwrap()
+    };
+    let around_3 = answer("k03"); // k02 | k04
+    let around_5 = answer("k05"); // k04 | k06
+    let json = signed.lookup("k03").unwrap();
+    assert!(verify_local_lookup(&json, service_key()).is_ok());
+
+    // Hiding the existing k04: "absent" between k02 and k06 (indices 1 and 3).
+    let hidden = edited(&json, |value| {
+        value["key"] = "k04".into();
+        value["right"] = around_5["right"].clone();
+    });
+    assert!(verify_local_lookup(&hidden, service_key()).is_err());
+    // Hiding k04 with k04 itself as a neighbour: the key is not strictly between.
+    let hidden = edited(&json, |value| value["key"] = "k04".into());
+    assert!(verify_local_lookup(&hidden, service_key()).is_err());
+    let hidden = edited(around_5.to_string().as_bytes(), |value| {
+        value["key"] = "k04".into();
+    });
+    assert!(verify_local_lookup(&hidden, service_key()).is_err());
+    // A neighbour dropped: the key would be first (or last), which it is not.
+    for side in ["left", "right"] {
+        let dropped = edited(&json, |value| {
+            value.as_object_mut().unwrap().remove(side);
+        });
+        assert!(
+            verify_local_lookup(&dropped, service_key()).is_err(),
+            "{side}"
+        );
+    }
+    // Found with a neighbour too; neighbours swapped; indices moved with the same paths.
+    let found = signed.lookup("k02").unwrap();
+    let mixed = edited(&found, |value| value["left"] = around_3["left"].clone());
+    assert!(verify_local_lookup(&mixed, service_key()).is_err());
+    let swapped = edited(&json, |value| {
+        let left = value["left"].clone();
+        value["left"] = value["right"].clone();
+        value["right"] = left;
+    });
+    assert!(verify_local_lookup(&swapped, service_key()).is_err());
+    let moved = edited(&json, |value| {
+        value["left"]["index"] = 0.into();
+        value["right"]["index"] = 1.into();
+    });
+    assert!(verify_local_lookup(&moved, service_key()).is_err());
+    // An entry's path under an older state's statement and signature.
+    let older = sign_state(&directory_of(5), 19, 5, 0);
+    let older_state: serde_json::Value =
+        serde_json::from_slice(&older.lookup("k02").unwrap()).unwrap();
+    let spliced = edited(&found, |value| {
+        value["state"] = older_state["state"].clone()
+    });
+    assert!(verify_local_lookup(&spliced, service_key()).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn local_lookups_of_any_key_verify_and_random_bytes_never_panic(
+        key in ".{0,80}",
+        bytes in proptest::collection::vec(any::<u8>(), 0..600),
+        at in any::<usize>(),
+        with in any::<u8>(),
+    ) {
+        static SIGNED: OnceLock<(Directory, SignedState)> = OnceLock::new();
+        let (directory, signed) = SIGNED.get_or_init(|| {
+            let directory = directory_of(9);
+            let signed = sign_state(&directory, 11, 9, 5);
+            (directory, signed)
+        });
+        prop_assert!(verify_local_lookup(&bytes, service_key()).is_err());
+        match signed.lookup(&key) {
+            Ok(json) => {
+                let verified = verify_local_lookup(&json, service_key()).unwrap();
+                prop_assert_eq!(&verified.key, &key);
+                prop_assert_eq!(verified.entry.as_ref(), directory.get(&key));
+                // One byte changed anywhere, to anything: an error or a statement about
+                // another key's absence, never a panic.
+                let at = at % json.len();
+                if json[at] != with {
+                    let changed = replaced(&json, at, with);
+                    if let Ok(other) = verify_local_lookup(&changed, service_key()) {
+                        prop_assert!(other.entry.is_none() && other.key != key);
+                    }
+                }
+            }
+            Err(_) => prop_assert!(key.is_empty() || key.len() > KEY_BYTES_MAX),
+        }
+    }
 }
 
 proptest! {
