@@ -8,6 +8,9 @@
 //!   each `SignedAnswer`'s path is checked against the batch root before it is handed out.
 //! * **Checkpoints.** `n - t` matching BLS shares of a checkpoint statement combine into a
 //!   certificate, stored and handed to peers that ask.
+//! * **Directory state.** At a checkpoint round every server also combines (as an answer item,
+//!   [`STATE_ITEM`], without a waiting client) the service key's signature over the directory's
+//!   state statement, and publishes the signed state for the gateway's local lookups.
 //! * **Catch-up.** A (re)started server says `Hello`; peers answer with where they stand and
 //!   their latest certificate. If a peer's certificate covers rounds this server lacks, it asks
 //!   peers *one at a time* for the log up to that certificate and hands what it gets to the
@@ -29,12 +32,13 @@ use sintra_crypto::{CombineError, Context, CryptoError, ServerId, bls, rsa};
 use sintra_net::LinksHandle;
 use sintra_protocols::InstanceId;
 use sintra_services::answers::{self, AnswerBatch, SignedAnswer};
+use sintra_services::directory::{SignedState, StateStatement, StateTree};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{CHECKPOINT_PURPOSE, CheckpointCertificate, CheckpointStatement};
 use crate::executor::{ExecInput, Executed};
-use crate::message::{Item, NodeMessage};
+use crate::message::{Item, NodeMessage, STATE_ITEM};
 use crate::metrics::Metrics;
 use crate::signer::{ANSWER_PROOF_PURPOSE, SignJob};
 use crate::store::{RoundRecord, Store};
@@ -123,9 +127,11 @@ pub(crate) enum Event {
     Fatal(String),
 }
 
-/// A signing item with waiting clients, collecting signature shares.
+/// A signing item with waiting clients (or the directory's state statement), collecting
+/// signature shares.
 struct AnswerRound {
-    batch: Arc<AnswerBatch>,
+    /// `None` for the state statement.
+    batch: Option<Arc<AnswerBatch>>,
     digest: [u8; 32],
     requests: Arc<Vec<Vec<u8>>>,
     answers: Arc<Vec<Vec<u8>>>,
@@ -137,6 +143,8 @@ struct AnswerRound {
     proofs_needed: bool,
     proven: BTreeSet<ServerId>,
     asked: BTreeSet<ServerId>,
+    /// For item [`STATE_ITEM`]: the statement and the tree it commits to.
+    state: Option<(StateStatement, Arc<StateTree>)>,
 }
 
 /// A round read back from the store to answer a retry.
@@ -173,6 +181,8 @@ pub(crate) struct Coordinator {
     pub shutdown: watch::Receiver<bool>,
     pub executed_next: u64,
     pub certificate: Option<CheckpointCertificate>,
+    /// The latest signed directory state, read by the gateway's local lookups.
+    pub directory_state: watch::Sender<Option<Arc<SignedState>>>,
 }
 
 struct State {
@@ -423,7 +433,7 @@ impl Coordinator {
         state.rounds.insert(
             key,
             AnswerRound {
-                batch: Arc::new(batch),
+                batch: Some(Arc::new(batch)),
                 digest,
                 requests: Arc::new(requests),
                 answers: Arc::new(answers),
@@ -433,6 +443,7 @@ impl Coordinator {
                 proofs_needed: false,
                 proven: BTreeSet::new(),
                 asked: BTreeSet::new(),
+                state: None,
             },
         );
         let ask = NodeMessage::ShareRequest { round, item };
@@ -505,12 +516,16 @@ impl Coordinator {
             answers,
             request_hashes,
             signed,
+            state: committed,
         } = executed;
         self.executed_next = self.executed_next.max(round + 1);
         // Early shares of rounds executed now or before are used below or never.
         let later = state.early.split_off(&(round + 1, 0));
         let mut early = std::mem::replace(&mut state.early, later).split_off(&(round, 0));
         state.early_count = state.early.values().map(BTreeMap::len).sum();
+        if let Some((statement, tree)) = committed {
+            self.collect_state(state, round, statement, tree, &mut early);
+        }
         let Some(batch) = batch else {
             return;
         };
@@ -552,7 +567,7 @@ impl Coordinator {
             };
             let key = (round, item);
             let mut answer_round = AnswerRound {
-                batch: batch.clone(),
+                batch: Some(batch.clone()),
                 digest: *digest,
                 requests: requests.clone(),
                 answers: answers.clone(),
@@ -562,6 +577,7 @@ impl Coordinator {
                 proofs_needed: false,
                 proven: BTreeSet::new(),
                 asked: BTreeSet::new(),
+                state: None,
             };
             if let Some(share) = state.own.get(&key) {
                 answer_round.shares.insert(self.me, share.clone());
@@ -578,6 +594,91 @@ impl Coordinator {
                 }
             }
             self.try_combine(state, key);
+        }
+    }
+
+    /// Starts combining the directory's state statement of checkpoint `round`. Every server
+    /// does (not only one with a waiting client): each serves local lookups from its own
+    /// signed state.
+    fn collect_state(
+        &self,
+        state: &mut State,
+        round: u64,
+        statement: StateStatement,
+        tree: Arc<StateTree>,
+        early: &mut BTreeMap<Key, BTreeMap<ServerId, rsa::SignatureShare>>,
+    ) {
+        let key = (round, STATE_ITEM);
+        let digest: [u8; 32] = Sha256::digest(statement.encode()).into();
+        // Kept for peers' proof requests, like every item's digest.
+        state.digests.insert(key, digest);
+        let mut shares = early.remove(&key).unwrap_or_default();
+        if let Some(own) = state.own.get(&key) {
+            shares.insert(self.me, own.clone());
+        }
+        state.rounds.insert(
+            key,
+            AnswerRound {
+                batch: None,
+                digest,
+                requests: Arc::default(),
+                answers: Arc::default(),
+                waiting: Vec::new(),
+                shares,
+                bad: BTreeSet::new(),
+                proofs_needed: false,
+                proven: BTreeSet::new(),
+                asked: BTreeSet::new(),
+                state: Some((statement, tree)),
+            },
+        );
+        self.try_combine(state, key);
+    }
+
+    /// A state statement's signature combined (and verified by `combine_digest`): local
+    /// lookups are served from it if it is newer than the one they use, and it is stored so
+    /// that a restart can serve it again. Older statements still collecting are given up.
+    fn publish_state(
+        &self,
+        state: &mut State,
+        statement: StateStatement,
+        tree: Arc<StateTree>,
+        signature: rsa::Signature,
+    ) {
+        state
+            .rounds
+            .retain(|(round, item), _| *item != STATE_ITEM || *round > statement.round);
+        let newer = self
+            .directory_state
+            .borrow()
+            .as_ref()
+            .is_none_or(|current| current.statement().round < statement.round);
+        if !newer {
+            return;
+        }
+        let signature = signature.as_bytes().to_vec();
+        match SignedState::new(statement, signature.clone(), tree) {
+            Ok(signed) => {
+                self.directory_state.send_replace(Some(Arc::new(signed)));
+                debug!(
+                    round = statement.round,
+                    height = statement.height,
+                    entries = statement.count,
+                    "directory state signed"
+                );
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    let saved = store.save_directory_state(
+                        statement.round,
+                        &statement.encode(),
+                        &signature,
+                    );
+                    if let Err(error) = saved {
+                        error!(%error, "cannot store the signed directory state");
+                    }
+                });
+            }
+            Err(error) => error!(%error, "a signed directory state that is not its tree's"),
         }
     }
 
@@ -748,8 +849,16 @@ impl Coordinator {
             requests,
             answers,
             waiting,
+            state: committed,
             ..
         } = answer_round;
+        if let Some((statement, tree)) = committed {
+            self.publish_state(state, statement, tree, signature);
+            return;
+        }
+        let Some(batch) = batch else {
+            return;
+        };
         for (index, reply) in waiting {
             state.waiter_count = state.waiter_count.saturating_sub(1);
             let (Some(request), Some(answer)) = (requests.get(index), answers.get(index)) else {

@@ -1,9 +1,10 @@
 //! The executor thread: executes delivered rounds in the service, in order, commits each round
 //! to the store in one transaction (durable before any answer is released), builds the round's
 //! answer batch, hands the statement to the signer thread, and at every checkpoint round signs
-//! the checkpoint statement with the agreement-key share. It also applies state transfers: it
-//! checks the transferred rounds against a checkpoint certificate's chained log digest *before*
-//! executing anything, so a peer that sends a wrong log changes nothing.
+//! the checkpoint statement with the agreement-key share and hands the directory's state
+//! statement (the Merkle root of its entries, for local lookups) to the signer. It also applies
+//! state transfers: it checks the transferred rounds against a checkpoint certificate's chained
+//! log digest *before* executing anything, so a peer that sends a wrong log changes nothing.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +18,7 @@ use sintra_net::LinksHandle;
 use sintra_protocols::InstanceId;
 use sintra_protocols::abc::{DEDUP_ROUNDS, request_digest};
 use sintra_services::answers::{AnswerBatch, leaf_hashed};
+use sintra_services::directory::{StateStatement, StateTree};
 use sintra_services::{ExecutionContext, Service};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -25,7 +27,7 @@ use crate::checkpoint::{
     CheckpointCertificate, CheckpointStatement, chain_log_digest, chain_log_digest_hashed,
 };
 use crate::coordinator::Event;
-use crate::message::{Item, NodeMessage};
+use crate::message::{Item, NodeMessage, STATE_ITEM};
 use crate::metrics::Metrics;
 use crate::protocol::ResumePoint;
 use crate::signer::SignJob;
@@ -68,6 +70,9 @@ pub(crate) struct Executed {
     /// The answers the service key signs one by one: `(index in the round, SHA-256 of the
     /// signing message)`; answer `index` is item `index + 1` of the round.
     pub signed: Vec<(usize, [u8; 32])>,
+    /// At a checkpoint round this server signs: the directory's state statement (item
+    /// [`STATE_ITEM`]) and the tree it commits to, for local lookups once it is signed.
+    pub state: Option<(StateStatement, Arc<StateTree>)>,
 }
 
 pub(crate) struct Executor {
@@ -197,6 +202,13 @@ impl Executor {
         let checkpoint =
             self.checkpoint_rounds > 0 && (round + 1).is_multiple_of(self.checkpoint_rounds);
         let snapshot = checkpoint.then(|| self.service.snapshot());
+        // The state local lookups are served from: a Merkle tree over the directory, built only
+        // at the checkpoint rounds this server signs (one hash per entry; the leaves are kept).
+        let state_tree = if checkpoint && sign {
+            self.service.state_tree()
+        } else {
+            None
+        };
         let root = batch.as_ref().map_or([0; 32], |batch| batch.root());
         self.store
             .commit_round(&RoundCommit {
@@ -242,6 +254,18 @@ impl Executor {
                 }
             }
         }
+        let state = state_tree.map(|tree| (tree.statement(round, self.height, time_ms), tree));
+        if let Some((statement, _)) = &state {
+            let digest: [u8; 32] = Sha256::digest(statement.encode()).into();
+            let job = SignJob::Sign {
+                round,
+                item: STATE_ITEM,
+                digest,
+            };
+            if self.signer.send(job).is_err() {
+                return Err("the signer thread stopped".into());
+            }
+        }
         let state_digest = snapshot
             .as_ref()
             .map(|snapshot| -> [u8; 32] { Sha256::digest(snapshot).into() });
@@ -266,6 +290,7 @@ impl Executor {
             answers,
             request_hashes,
             signed,
+            state,
         };
         if self
             .events

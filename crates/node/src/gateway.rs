@@ -44,6 +44,7 @@ use sintra_crypto::encoding::{Decode, Encode};
 use sintra_crypto::tdh2::Ciphertext;
 use sintra_net::LinksHandle;
 use sintra_services::answers::SignedAnswer;
+use sintra_services::directory::SignedState;
 use sintra_services::kv::{KvRequest, NONCE_BYTES};
 use sintra_services::router::Router;
 use sintra_services::{HttpReply, Service, ca, directory, notary, x509};
@@ -86,6 +87,8 @@ pub(crate) struct Gateway {
     pub services: Arc<Router>,
     /// The notary's and the CA's certificates (served as PEM).
     pub files: Arc<ServiceFiles>,
+    /// The latest signed directory state (local lookups), `None` before the first.
+    pub directory_state: watch::Receiver<Option<Arc<SignedState>>>,
 }
 
 /// Why a request got no answer.
@@ -397,10 +400,15 @@ fn http_response(reply: HttpReply) -> Response {
 
 /// Whether a query string asks for confidential submission (`?encrypt`).
 fn wants_encryption(query: Option<&str>) -> bool {
+    has_flag(query, "encrypt")
+}
+
+/// Whether a query string names `flag` (`?flag`, `?flag=...`, `&flag`).
+fn has_flag(query: Option<&str>, flag: &str) -> bool {
     query.is_some_and(|query| {
         query
             .split('&')
-            .any(|part| part.split('=').next() == Some("encrypt"))
+            .any(|part| part.split('=').next() == Some(flag))
     })
 }
 
@@ -547,7 +555,32 @@ async fn dir_put(State(gateway): State<Gateway>, Path(key): Path<String>, body: 
 }
 
 /// `GET /dir/entries/{key}`: an ordered lookup, answered with the service's signed statement.
-async fn dir_get(State(gateway): State<Gateway>, Path(key): Path<String>) -> Response {
+/// `GET /dir/entries/{key}?local`: answered here at once from the last signed checkpoint state
+/// (a Merkle proof under its signed root; no ordering, no signature made), `503` before the
+/// first checkpoint's state is signed.
+async fn dir_get(
+    State(gateway): State<Gateway>,
+    Path(key): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if has_flag(query.as_deref(), "local") {
+        let signed = gateway.directory_state.borrow().clone();
+        let Some(signed) = signed else {
+            let body = serde_json::json!({
+                "error": "no signed directory state yet: local lookups are served once the \
+                          state of a checkpoint is signed (every checkpoint_rounds rounds); \
+                          use the ordered lookup (without ?local)"
+            });
+            return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+        };
+        let mut reply = signed.http_reply(&key);
+        if gateway.byzantine && reply.status != 400 {
+            if let Some(last) = reply.body.iter().rposition(u8::is_ascii_hexdigit) {
+                reply.body[last] = if reply.body[last] == b'0' { b'1' } else { b'0' };
+            }
+        }
+        return http_response(reply);
+    }
     match directory::encode_get(&fresh_nonce(), &key) {
         Ok(request) => gateway.serve(request, directory::http_reply).await,
         Err(error) => Failure::Malformed(error.to_string()).into_response(),

@@ -47,7 +47,7 @@ use sintra_protocols::abc::{Abc, AbcConfig};
 use sintra_protocols::scabc::Scabc;
 use sintra_protocols::{InstanceId, Party};
 use sintra_services::ca::{self, Ca, CaPolicy};
-use sintra_services::directory::{self, Directory};
+use sintra_services::directory::{self, Directory, SignedState, StateStatement};
 use sintra_services::kv::{self, KvService};
 use sintra_services::notary::{self, Notary};
 use sintra_services::router::Router;
@@ -281,11 +281,13 @@ impl Node {
         // pure function, so it needs no state of the executor's.
         let completer: Arc<Router> = Arc::new(services.router(&group)?);
         let mut replayed_from = 0;
+        let mut signed_state = None;
         if let Some(snapshot) = store.snapshot()? {
             service
                 .restore(&snapshot.bytes)
                 .map_err(|error| NodeError::Service(error.to_string()))?;
             replayed_from = snapshot.height;
+            signed_state = restored_directory_state(&store, &group, &service, &snapshot);
         }
         let mut position = replayed_from;
         while position < stored.height {
@@ -377,6 +379,7 @@ impl Node {
         let (resume_tx, resume_rx) = watch::channel(None);
         let (catch_up_tx, catch_up_rx) = watch::channel(0);
         let (sign_tx, sign_rx) = std::sync::mpsc::sync_channel(signer::SIGN_QUEUE_MAX);
+        let (directory_state_tx, directory_state_rx) = watch::channel(signed_state);
         let fence_value = Arc::new(AtomicU64::new(stored.fence.unwrap_or(0)));
         metrics.fence.store(
             stored.fence.unwrap_or(0),
@@ -490,6 +493,7 @@ impl Node {
             shutdown: shutdown_rx.clone(),
             executed_next: stored.next_round,
             certificate,
+            directory_state: directory_state_tx,
         };
         tasks.push(tokio::spawn(coordinator.run()));
         let gateway = gateway::Gateway {
@@ -503,6 +507,7 @@ impl Node {
             byzantine,
             services: completer,
             files: Arc::new(services),
+            directory_state: directory_state_rx,
         };
         tasks.push(tokio::spawn(gateway::serve_http(
             gateway_listener,
@@ -617,6 +622,48 @@ impl Node {
         drop(store);
         info!(server = %id, "replica stopped");
     }
+}
+
+/// The signed directory state stored at the last checkpoint, when it is the state of the
+/// restored snapshot (`service` holds it, before the log after it is replayed), so that local
+/// lookups are served again right after a restart. `None` (with a log line) otherwise: they are
+/// then served from the next checkpoint this server signs.
+fn restored_directory_state(
+    store: &Store,
+    group: &GroupKeys,
+    service: &Router,
+    snapshot: &store::Snapshot,
+) -> Option<Arc<SignedState>> {
+    let (statement, signature) = match store.directory_state() {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return None,
+        Err(error) => {
+            warn!(%error, "the stored directory state cannot be read");
+            return None;
+        }
+    };
+    let statement = StateStatement::decode(&statement).ok()?;
+    if (statement.round, statement.height) != (snapshot.round, snapshot.height) {
+        info!(
+            signed_round = statement.round,
+            snapshot_round = snapshot.round,
+            "the last signed directory state is not the snapshot's; local lookups wait for the \
+             next checkpoint"
+        );
+        return None;
+    }
+    let verified = sintra_crypto::rsa::Signature::from_raw_bytes(&signature)
+        .ok()
+        .filter(|signature| group.service.verify(&statement.encode(), signature).is_ok());
+    if verified.is_none() {
+        warn!("the stored directory state signature does not verify; not served");
+        return None;
+    }
+    let signed = SignedState::new(statement, signature, service.state_tree()?).ok();
+    if signed.is_none() {
+        warn!("the stored directory state is not the restored directory's; not served");
+    }
+    signed.map(Arc::new)
 }
 
 /// The [`NodeConfig`] of `sintra node --config FILE`: loads the config, group and key files

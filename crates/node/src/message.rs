@@ -40,11 +40,18 @@ pub const ROUND_RECORDS_MAX: usize = 4096;
 
 /// What a round's answer shares sign: item `0` is the round's answer-batch statement, item
 /// `i + 1` the [`sintra_services::Service::signing_message`] of the round's answer `i` (for the
-/// answers a stock tool verifies: time-stamps, certificates, directory statements).
+/// answers a stock tool verifies: time-stamps, certificates, directory statements), and at a
+/// checkpoint round [`STATE_ITEM`] the directory's state statement.
 pub type Item = u32;
 
-/// The largest item number: one per answer of a signed answer batch, plus the batch itself.
-pub const ITEM_MAX: Item = sintra_services::answers::ANSWER_BATCH_LEAVES_MAX as Item;
+/// The largest item number: one per answer of a signed answer batch, plus the batch itself,
+/// plus [`STATE_ITEM`].
+pub const ITEM_MAX: Item = sintra_services::answers::ANSWER_BATCH_LEAVES_MAX as Item + 1;
+
+/// The item of a checkpoint round that signs the directory's state statement
+/// (`sintra_services::directory::StateStatement`), which every server combines for its local
+/// lookups; above every answer's item.
+pub const STATE_ITEM: Item = ITEM_MAX;
 
 /// One message between two replicas.
 #[derive(Debug, Clone, PartialEq)]

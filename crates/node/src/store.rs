@@ -2,7 +2,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | name | `format` (file tag), `next_round`, `height`, `log_digest`, `fence` |
+//! | `meta` | name | `format` (file tag), `next_round`, `height`, `log_digest`, `fence`, `directory_state` (round ‖ statement length u32 ‖ the directory's signed state statement ‖ its signature) |
 //! | `log` | position `u64` | round `u64` ‖ request |
 //! | `rounds` | round `u64` | first position `u64` ‖ count `u64` ‖ answer-batch root (32) |
 //! | `checkpoints` | round `u64` | checkpoint certificate (encoded) |
@@ -38,6 +38,8 @@ const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
 /// Position → the service's answer: a client that retries an executed request (at this server
 /// or another) is answered from here, with the round's signature collected again.
 const ANSWERS: TableDefinition<u64, &[u8]> = TableDefinition::new("answers");
+/// The `meta` key of the latest signed directory state (local lookups after a restart).
+const DIRECTORY_STATE: &str = "directory_state";
 
 /// A store that cannot be opened, read or written. Every variant names the file.
 #[derive(Debug, Error)]
@@ -441,6 +443,53 @@ impl Store {
                 .map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// Stores the directory's state statement of checkpoint `round` (its encoding) with the
+    /// service key's signature, unless a later round's is stored already.
+    pub fn save_directory_state(
+        &self,
+        round: u64,
+        statement: &[u8],
+        signature: &[u8],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.io(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
+            let stored = meta
+                .get(DIRECTORY_STATE)
+                .map_err(|e| self.io(e))?
+                .and_then(|value| u64_at(value.value(), 0));
+            if stored.is_some_and(|stored| stored >= round) {
+                return Ok(());
+            }
+            let mut value = Vec::with_capacity(12 + statement.len() + signature.len());
+            value.extend_from_slice(&round.to_be_bytes());
+            value.extend_from_slice(&(statement.len() as u32).to_be_bytes());
+            value.extend_from_slice(statement);
+            value.extend_from_slice(signature);
+            meta.insert(DIRECTORY_STATE, value.as_slice())
+                .map_err(|e| self.io(e))?;
+        }
+        txn.commit().map_err(|e| self.io(e))
+    }
+
+    /// The latest stored directory state statement and its signature.
+    pub fn directory_state(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.io(e))?;
+        let Some(value) = meta.get(DIRECTORY_STATE).map_err(|e| self.io(e))? else {
+            return Ok(None);
+        };
+        let value = value.value();
+        let damaged = || self.damaged("meta", "directory_state is shorter than it says");
+        let len = value
+            .get(8..12)
+            .and_then(|len| len.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(damaged)? as usize;
+        let statement = value.get(12..12 + len).ok_or_else(damaged)?;
+        Ok(Some((statement.to_vec(), value[12 + len..].to_vec())))
     }
 
     /// The certificate of the first checkpoint at or after `round`.

@@ -1222,3 +1222,185 @@ async fn serial_numbers_are_unique_and_increase_with_the_order() {
         Err(_) => panic!("the clients still hold the cluster"),
     }
 }
+
+/// Writes `value` under `key` in the directory at server `at` as the owner `owner` (version 1).
+async fn dir_put(
+    cluster: &Cluster,
+    at: u16,
+    owner: &ed25519_dalek::SigningKey,
+    key: &str,
+    value: &str,
+) {
+    let message = directory::put_message(key, value.as_bytes(), 1).expect("message");
+    let body = serde_json::json!({
+        "value": hex::encode(value.as_bytes()),
+        "version": 1,
+        "owner": hex::encode(owner.verifying_key().as_bytes()),
+        "signature": hex::encode(ed25519_dalek::Signer::sign(owner, &message).to_bytes()),
+    });
+    let (status, reply) = http(
+        cluster.node(at).gateway_addr(),
+        "PUT",
+        &format!("/dir/entries/{key}"),
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
+}
+
+/// A local lookup of `key` at server `at` whose signed state covers the log up to `height`,
+/// verified under the service key; while the server has none, a kv put at it makes the group
+/// run rounds (an idle group runs none) until a checkpoint passes.
+async fn local_lookup(
+    cluster: &Cluster,
+    at: u16,
+    key: &str,
+    height: u64,
+) -> (u16, Vec<u8>, directory::LocalLookup) {
+    let deadline = Instant::now() + WAIT;
+    let mut drives = 0;
+    loop {
+        let (status, body) = http(
+            cluster.node(at).gateway_addr(),
+            "GET",
+            &format!("/dir/entries/{key}?local"),
+            b"",
+        )
+        .await;
+        if status == 200 || status == 404 {
+            let verified = directory::verify_local_lookup(&body, &keys().group.service)
+                .expect("the local lookup verifies under the service key");
+            assert_eq!(verified.key, key);
+            if verified.state.height >= height {
+                return (status, body, verified);
+            }
+        } else {
+            assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server {at} never served a local lookup covering height {height}"
+        );
+        put(cluster, at, &format!("drive-{drives}"), "x").await;
+        drives += 1;
+    }
+}
+
+/// Local directory lookups: before any checkpoint's state is signed a local lookup is refused
+/// with 503; once entries are written and a checkpoint passes, every server answers local
+/// lookups (an entry, an absence) that verify under the service key alone and state what the
+/// ordered lookup at that server states, for the same signed root at every server; a changed
+/// byte fails; a restarted server serves its stored signed state at once, before any round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_directory_lookups_verify_under_the_service_key() {
+    logs();
+    let mut cluster = Cluster::start(&[1, 2, 3, 4]).await;
+    let (status, body) = http(
+        cluster.node(1).gateway_addr(),
+        "GET",
+        "/dir/entries/alice?local",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+
+    let owner = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    dir_put(&cluster, 1, &owner, "alice", "alice@example.test").await;
+    dir_put(&cluster, 2, &owner, "carol", "carol@example.test").await;
+    let written = cluster.settle(&[1, 2, 3, 4], 2).await;
+
+    let mut roots = std::collections::BTreeMap::new();
+    for at in 1..=4u16 {
+        let (status, found, local) = local_lookup(&cluster, at, "alice", written).await;
+        assert_eq!(status, 200);
+        let entry = local.entry.clone().expect("alice's entry");
+        assert_eq!(entry.value, b"alice@example.test");
+        assert_eq!(entry.owner, owner.verifying_key().to_bytes());
+        // Every server that signed a round's state signed the same root.
+        let root = roots.entry(local.state.round).or_insert(local.state);
+        assert_eq!(*root, local.state, "server {at}");
+
+        // The ordered lookup at the same server states the same entry (nothing was written
+        // since), at a later position.
+        let (status, ordered) = http(
+            cluster.node(at).gateway_addr(),
+            "GET",
+            "/dir/entries/alice",
+            b"",
+        )
+        .await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&ordered));
+        let ordered =
+            directory::verify_lookup(&ordered, &keys().group.service).expect("ordered verifies");
+        assert_eq!(ordered.entry, Some(entry));
+        assert!(ordered.position >= local.state.height);
+
+        // Absence, between alice and carol.
+        let (status, absent, local) = local_lookup(&cluster, at, "bob", written).await;
+        assert_eq!((status, local.entry), (404, None));
+        let (status, ordered) = http(
+            cluster.node(at).gateway_addr(),
+            "GET",
+            "/dir/entries/bob",
+            b"",
+        )
+        .await;
+        assert_eq!(status, 404);
+        let ordered =
+            directory::verify_lookup(&ordered, &keys().group.service).expect("ordered verifies");
+        assert_eq!(ordered.entry, None);
+
+        // One changed byte: a value digit, a path digit, the signature's last digit.
+        let text = String::from_utf8(found.clone()).expect("JSON");
+        let value_at = text.find("\"value\":\"").expect("value") + 9;
+        let path_at = text.find("\"path\":[\"").expect("path") + 9;
+        let signature_at = text.rfind('"').expect("end") - 1;
+        for at_byte in [value_at, path_at, signature_at] {
+            let mut changed = found.clone();
+            changed[at_byte] = if changed[at_byte] == b'0' { b'1' } else { b'0' };
+            assert!(
+                directory::verify_local_lookup(&changed, &keys().group.service).is_err(),
+                "byte {at_byte} changed"
+            );
+        }
+        let mut changed = absent.clone();
+        let last = changed.len() - 3;
+        changed[last] = if changed[last] == b'0' { b'1' } else { b'0' };
+        assert!(directory::verify_local_lookup(&changed, &keys().group.service).is_err());
+    }
+
+    // Server 4 stopped once its signed state is that of its last checkpoint (the group is idle,
+    // so that is where it stays), then restarted: it answers from the stored state at once.
+    let next_round = cluster
+        .node(4)
+        .metrics()
+        .next_round
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let last_checkpoint = next_round / 4 * 4 - 1;
+    let deadline = Instant::now() + WAIT;
+    let before = loop {
+        let (_, _, local) = local_lookup(&cluster, 4, "alice", written).await;
+        if local.state.round == last_checkpoint {
+            break local;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server 4's state stayed at round {} (last checkpoint {last_checkpoint})",
+            local.state.round
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    cluster.stop(4).await;
+    cluster.restart(4).await;
+    let (status, body) = http(
+        cluster.node(4).gateway_addr(),
+        "GET",
+        "/dir/entries/alice?local",
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let after = directory::verify_local_lookup(&body, &keys().group.service).expect("verifies");
+    assert_eq!((after.state, after.entry), (before.state, before.entry));
+    cluster.shutdown().await;
+}
