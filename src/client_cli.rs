@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use sintra_client::kv::KvAnswer;
-use sintra_client::{Client, ClientError, ClientOptions, KvOutcome};
+use sintra_client::{Client, ClientError, ClientOptions, Freshness, KvOutcome};
 use sintra_config::GroupFile;
 use sintra_crypto::ServerId;
 
@@ -64,12 +64,24 @@ enum KvCommand {
         out: Option<PathBuf>,
     },
     /// Look KEY up in the directory; prints the verified statement (JSON) or writes it to OUT.
+    /// Ordered by default (current, one signature per lookup); `--local` asks one server for a
+    /// proof from its last signed checkpoint state (no ordering, stale by up to a checkpoint).
     DirGet {
         /// The key.
         key: String,
         /// Where the signed statement goes (default: printed).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Answered by one server from its last signed checkpoint state, without ordering.
+        #[arg(long)]
+        local: bool,
+        /// With `--local`: refuse a state signed longer ago than this many seconds (by this
+        /// machine's clock) and ask the next server.
+        #[arg(long, requires = "local")]
+        max_age_s: Option<f64>,
+        /// With `--local`: refuse a state covering fewer log entries than this.
+        #[arg(long, requires = "local")]
+        min_height: Option<u64>,
     },
     /// Write VALUE under KEY in the directory, signed with the owner key in OWNER_KEY (64 hex
     /// digits of an Ed25519 seed; created when the file does not exist). The version is the
@@ -83,9 +95,10 @@ enum KvCommand {
         #[arg(long)]
         owner_key: PathBuf,
     },
-    /// Check a saved directory statement under the group's service key (no server is asked).
+    /// Check a saved directory statement or local answer under the group's service key (no
+    /// server is asked).
     DirVerify {
-        /// The statement (JSON, as `dir-get --out` saved it).
+        /// The statement (JSON, as `dir-get [--local] --out` saved it).
         file: PathBuf,
     },
 }
@@ -129,7 +142,32 @@ pub fn run(args: ClientArgs) -> ExitCode {
         KvCommand::Notarize { file, out } => {
             return notarize(&client, file, out.as_deref(), args.encrypt);
         }
-        KvCommand::DirGet { key, out } => return dir_get(&client, key, out.as_deref()),
+        KvCommand::DirGet {
+            key,
+            out,
+            local: false,
+            ..
+        } => return dir_get(&client, key, out.as_deref()),
+        KvCommand::DirGet {
+            key,
+            out,
+            local: true,
+            max_age_s,
+            min_height,
+        } => {
+            let max_age = match max_age_s.map(Duration::try_from_secs_f64).transpose() {
+                Ok(max_age) => max_age,
+                Err(error) => {
+                    eprintln!("sintra client: --max-age-s: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            let freshness = Freshness {
+                max_age,
+                min_height: *min_height,
+            };
+            return dir_get_local(&client, key, out.as_deref(), freshness);
+        }
         KvCommand::DirPut {
             key,
             value,
@@ -248,6 +286,67 @@ fn dir_get(client: &Client, key: &str, out: Option<&std::path::Path>) -> ExitCod
     ExitCode::SUCCESS
 }
 
+fn describe_local(lookup: &sintra_client::directory::LocalLookup) -> String {
+    let state = &lookup.state;
+    let what = match &lookup.entry {
+        Some(entry) => format!(
+            "{:?} = {} (version {}, owner {})",
+            lookup.key,
+            show(&entry.value),
+            entry.version,
+            hex::encode(entry.owner)
+        ),
+        None => format!("{:?}: no entry", lookup.key),
+    };
+    let age = now_ms()
+        .checked_sub(state.time_ms)
+        .filter(|_| state.time_ms > 0)
+        .map_or_else(String::new, |age_ms| {
+            format!(", {:.1} s ago", age_ms as f64 / 1000.0)
+        });
+    format!(
+        "{what} as of position {} (checkpoint round {}, time {} ms{age}, {} entries); a local \
+         answer: stale by up to one checkpoint interval, or more from a faulty server",
+        state.height, state.round, state.time_ms, state.count
+    )
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+fn dir_get_local(
+    client: &Client,
+    key: &str,
+    out: Option<&std::path::Path>,
+    freshness: Freshness,
+) -> ExitCode {
+    let what = format!("dir-get --local {key:?}");
+    let answer = match client.directory_get_local(key, freshness) {
+        Ok(answer) => answer,
+        Err(error) => return failed(&what, error),
+    };
+    notes(&answer.failures);
+    if let Some(out) = out
+        && let Err(error) = std::fs::write(out, &answer.json)
+    {
+        return failed(&what, error);
+    }
+    println!(
+        "{} — from {}; verified against the service key",
+        describe_local(&answer.lookup),
+        answer.server
+    );
+    if out.is_none() {
+        println!("{}", String::from_utf8_lossy(&answer.json));
+    }
+    ExitCode::SUCCESS
+}
+
 /// The owner's Ed25519 key from its file (64 hex digits), made and saved (0600) when absent.
 fn owner_key(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     match std::fs::read_to_string(path) {
@@ -317,9 +416,19 @@ fn dir_verify(client: &Client, file: &std::path::Path) -> ExitCode {
         Ok(json) => json,
         Err(error) => return failed(&what, error),
     };
-    match sintra_client::directory::verify_lookup(&json, &client.keys().service) {
-        Ok(lookup) => {
-            println!("{} — verified against the service key", describe(&lookup));
+    // A local answer carries the signed checkpoint state; an ordered one its own signature.
+    let local = serde_json::from_slice::<serde_json::Value>(&json)
+        .is_ok_and(|value| value.get("state").is_some());
+    let service = &client.keys().service;
+    let verified = if local {
+        sintra_client::directory::verify_local_lookup(&json, service)
+            .map(|lookup| describe_local(&lookup))
+    } else {
+        sintra_client::directory::verify_lookup(&json, service).map(|lookup| describe(&lookup))
+    };
+    match verified {
+        Ok(described) => {
+            println!("{described} — verified against the service key");
             ExitCode::SUCCESS
         }
         Err(error) => failed(&what, format!("does not verify: {error}")),

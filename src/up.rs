@@ -585,6 +585,10 @@ fn print_ready(data: &Path, first: &LoadedServer, cluster: &Cluster) {
         "  sintra client --group {} dir-get alice --out alice.json",
         group.display()
     );
+    println!(
+        "  sintra client --group {} dir-get alice --local   # one server, as of the last checkpoint",
+        group.display()
+    );
     println!();
     println!(
         "Ctrl-C stops every server; the keys and the stores stay in {} and `sintra up` resumes them.",

@@ -884,7 +884,8 @@ fn shell(dir: &Path, script: &str) -> (bool, String) {
 /// `--encrypt`); a CSR from `openssl req` posted with curl becomes a certificate `openssl verify
 /// -CAfile ca-certificate.pem` accepts; after a revocation the CRL passes `openssl crl -verify`
 /// and lists the serial; a directory statement verifies with `sintra client dir-verify` and
-/// fails after one byte is changed.
+/// fails after one byte is changed, and so does a local answer of `dir-get --local` once a
+/// checkpoint has signed the directory's state.
 #[test]
 fn sintra_up_serves_the_notary_the_ca_and_the_directory_to_stock_tools() {
     let _turn = turn();
@@ -1048,6 +1049,49 @@ fn sintra_up_serves_the_notary_the_ca_and_the_directory_to_stock_tools() {
         String::from_utf8_lossy(&output.stderr).contains("does not verify"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A local lookup: answered from a server's last signed checkpoint state. Until a checkpoint
+    // covers the put, an ordered lookup makes the group run another round (an idle group runs
+    // none).
+    let local = work.join("alice-local.json").display().to_string();
+    let mut stdout = String::new();
+    for _ in 0..40 {
+        let output = run_client(
+            &group_path,
+            &["dir-get", "alice", "--local", "--out", &local],
+        );
+        stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() && stdout.contains("\"alice@example.org\"") {
+            break;
+        }
+        let output = run_client(&group_path, &["dir-get", "alice"]);
+        assert!(output.status.success());
+    }
+    assert!(
+        stdout.contains("\"alice@example.org\" (version 1") && stdout.contains("as of position"),
+        "{stdout}"
+    );
+    let output = run_client(&group_path, &["dir-verify", &local]);
+    let verified = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && verified.contains("a local answer"),
+        "{verified}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut json = fs::read(&local).expect("local answer");
+    let at = json
+        .windows(9)
+        .position(|window| window == b"\"value\":\"")
+        .expect("a value")
+        + 9;
+    json[at] = if json[at] == b'0' { b'1' } else { b'0' };
+    fs::write(&local, &json).expect("write");
+    let output = run_client(&group_path, &["dir-verify", &local]);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a changed local answer verified"
     );
     up.stop();
 }

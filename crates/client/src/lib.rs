@@ -213,6 +213,34 @@ pub struct DirectoryAnswer {
     pub failures: Vec<ServerFailure>,
 }
 
+/// A verified local directory answer: what one server's last signed checkpoint state proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalDirectoryAnswer {
+    /// The answer as received (JSON), verifiable later with
+    /// `sintra_services::directory::verify_local_lookup` (or `sintra client dir-verify`).
+    pub json: Vec<u8>,
+    /// What it states, and as of which signed state (log height, round, time).
+    pub lookup: sintra_services::directory::LocalLookup,
+    /// The server that delivered it.
+    pub server: ServerId,
+    /// The attempts that failed (or were too stale) before it, in order.
+    pub failures: Vec<ServerFailure>,
+}
+
+/// How stale a local directory answer may be ([`Client::directory_get_local`]). A server
+/// answers from its last signed checkpoint, and a faulty one can answer from an older one: the
+/// signed log height and time bound how old. An idle group runs no rounds, so its last
+/// checkpoint may be old yet current; a bound then refuses it and the ordered lookup is the
+/// answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Freshness {
+    /// Refuse a state signed at a round time more than this long before this client's clock.
+    pub max_age: Option<Duration>,
+    /// Refuse a state covering fewer log entries than this (e.g. the position of a write the
+    /// client saw).
+    pub min_height: Option<u64>,
+}
+
 /// A verified kv answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvOutcome {
@@ -401,6 +429,39 @@ impl Client {
         self.directory(&target, Method::Get, &[], key)
     }
 
+    /// Looks `key` up in the group's directory *locally*: one server answers at once from its
+    /// last signed checkpoint state, without ordering and without a new signature. Accepted
+    /// only if the proof verifies under the service key, is about `key`, and is as fresh as
+    /// `freshness` demands; otherwise the next server is asked. The answer is true as of its
+    /// state's log height, not necessarily now (see [`Freshness`]).
+    pub fn directory_get_local(
+        &self,
+        key: &str,
+        freshness: Freshness,
+    ) -> Result<LocalDirectoryAnswer, ClientError> {
+        let target = format!("/dir/entries/{key}?local");
+        let service = &self.keys.service;
+        let ((json, lookup), server, failures) =
+            self.attempt_with(&target, Method::Get, &[], &[200, 404], |body| {
+                let lookup = sintra_services::directory::verify_local_lookup(body, service)
+                    .map_err(|error| Failure::Rejected(error.to_string()))?;
+                if lookup.key != key {
+                    return Err(Failure::Rejected(format!(
+                        "a proof about {:?}, not {key:?}",
+                        lookup.key
+                    )));
+                }
+                check_freshness(&lookup.state, freshness, now_ms())?;
+                Ok((body.to_vec(), lookup))
+            })?;
+        Ok(LocalDirectoryAnswer {
+            json,
+            lookup,
+            server,
+            failures,
+        })
+    }
+
     /// Creates or updates `key` in the directory with `body` (the JSON of
     /// `sintra_services::directory::PutBody`, signed by the entry's owner); the answer is the
     /// signed statement of the entry as written.
@@ -514,6 +575,43 @@ impl Client {
             failures,
         })
     }
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock (0 if it is before 1970).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
+/// Whether a signed directory state is as fresh as `freshness` asks, at `now_ms`.
+fn check_freshness(
+    state: &sintra_services::directory::StateStatement,
+    freshness: Freshness,
+    now_ms: u64,
+) -> Result<(), Failure> {
+    if let Some(min_height) = freshness.min_height
+        && state.height < min_height
+    {
+        return Err(Failure::Rejected(format!(
+            "a state as of log height {}, older than the {min_height} asked for",
+            state.height
+        )));
+    }
+    if let Some(max_age) = freshness.max_age {
+        let age_ms = now_ms.saturating_sub(state.time_ms);
+        if u128::from(age_ms) > max_age.as_millis() {
+            return Err(Failure::Rejected(format!(
+                "a state signed {:.1} s ago (round time {}), older than the {:.1} s allowed",
+                age_ms as f64 / 1000.0,
+                state.time_ms,
+                max_age.as_secs_f64()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A fresh random request nonce.

@@ -429,3 +429,39 @@ fn a_bad_group_or_options_are_refused() {
     file.servers.pop();
     assert!(matches!(Client::new(file), Err(ClientError::Group(_))));
 }
+
+#[test]
+fn a_local_directory_state_is_refused_when_older_than_asked() {
+    let state = sintra_services::directory::StateStatement {
+        round: 7,
+        height: 40,
+        time_ms: 1_000_000,
+        count: 3,
+        root: [0; 32],
+    };
+    let now = 1_000_000 + 5_000;
+    assert!(check_freshness(&state, Freshness::default(), now).is_ok());
+    let within = Freshness {
+        max_age: Some(Duration::from_secs(5)),
+        min_height: Some(40),
+    };
+    assert!(check_freshness(&state, within, now).is_ok());
+    let too_old = Freshness {
+        max_age: Some(Duration::from_millis(4_999)),
+        min_height: None,
+    };
+    assert!(matches!(
+        check_freshness(&state, too_old, now),
+        Err(Failure::Rejected(_))
+    ));
+    let too_low = Freshness {
+        max_age: None,
+        min_height: Some(41),
+    };
+    assert!(matches!(
+        check_freshness(&state, too_low, now),
+        Err(Failure::Rejected(_))
+    ));
+    // A clock behind the state's time is not an age.
+    assert!(check_freshness(&state, within, 0).is_ok());
+}

@@ -574,10 +574,11 @@ async fn dir_get(
             return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
         };
         let mut reply = signed.http_reply(&key);
-        if gateway.byzantine && reply.status != 400 {
-            if let Some(last) = reply.body.iter().rposition(u8::is_ascii_hexdigit) {
-                reply.body[last] = if reply.body[last] == b'0' { b'1' } else { b'0' };
-            }
+        if gateway.byzantine
+            && reply.status != 400
+            && let Some(last) = reply.body.iter().rposition(u8::is_ascii_hexdigit)
+        {
+            reply.body[last] = if reply.body[last] == b'0' { b'1' } else { b'0' };
         }
         return http_response(reply);
     }

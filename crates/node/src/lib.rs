@@ -634,7 +634,10 @@ fn restored_directory_state(
     service: &Router,
     snapshot: &store::Snapshot,
 ) -> Option<Arc<SignedState>> {
-    let (statement, signature) = match store.directory_state() {
+    let store::StoredDirectoryState {
+        statement,
+        signature,
+    } = match store.directory_state() {
         Ok(Some(stored)) => stored,
         Ok(None) => return None,
         Err(error) => {

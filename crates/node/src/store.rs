@@ -208,6 +208,15 @@ pub struct Snapshot {
     pub bytes: Vec<u8>,
 }
 
+/// The directory's signed state statement as stored (docs/services/directory.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDirectoryState {
+    /// The statement's encoding (`StateStatement::encode`).
+    pub statement: Vec<u8>,
+    /// The service key's signature over it.
+    pub signature: Vec<u8>,
+}
+
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -475,7 +484,7 @@ impl Store {
     }
 
     /// The latest stored directory state statement and its signature.
-    pub fn directory_state(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn directory_state(&self) -> Result<Option<StoredDirectoryState>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let meta = txn.open_table(META).map_err(|e| self.io(e))?;
         let Some(value) = meta.get(DIRECTORY_STATE).map_err(|e| self.io(e))? else {
@@ -489,7 +498,10 @@ impl Store {
             .map(u32::from_be_bytes)
             .ok_or_else(damaged)? as usize;
         let statement = value.get(12..12 + len).ok_or_else(damaged)?;
-        Ok(Some((statement.to_vec(), value[12 + len..].to_vec())))
+        Ok(Some(StoredDirectoryState {
+            statement: statement.to_vec(),
+            signature: value[12 + len..].to_vec(),
+        }))
     }
 
     /// The certificate of the first checkpoint at or after `round`.
@@ -726,6 +738,33 @@ mod tests {
             (b"bc".as_slice(), 1_700_000_000_000)
         );
         assert_eq!(store.round_boundary(0).unwrap(), Some((0, 2, [7; 32])));
+    }
+
+    #[test]
+    fn only_a_later_directory_state_replaces_the_stored_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.directory_state().unwrap(), None);
+        store
+            .save_directory_state(7, b"statement 7", b"sig 7")
+            .unwrap();
+        store
+            .save_directory_state(3, b"statement 3", b"sig 3")
+            .unwrap();
+        store.save_directory_state(7, b"other 7", b"other").unwrap();
+        let expected = StoredDirectoryState {
+            statement: b"statement 7".to_vec(),
+            signature: b"sig 7".to_vec(),
+        };
+        assert_eq!(store.directory_state().unwrap(), Some(expected));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        store.save_directory_state(11, b"s", b"").unwrap();
+        let stored = store.directory_state().unwrap().unwrap();
+        assert_eq!(
+            (stored.statement, stored.signature),
+            (b"s".to_vec(), Vec::new())
+        );
     }
 
     #[test]
