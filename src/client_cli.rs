@@ -298,16 +298,19 @@ fn describe_local(lookup: &sintra_client::directory::LocalLookup) -> String {
         ),
         None => format!("{:?}: no entry", lookup.key),
     };
-    let age = now_ms()
-        .checked_sub(state.time_ms)
-        .filter(|_| state.time_ms > 0)
-        .map_or_else(String::new, |age_ms| {
-            format!(", {:.1} s ago", age_ms as f64 / 1000.0)
-        });
+    let ordered = match now_ms().checked_sub(state.time_ms) {
+        _ if state.time_ms == 0 => "no entry ordered yet".to_owned(),
+        Some(age_ms) => format!(
+            "last entry ordered at {} ms, {:.1} s ago",
+            state.time_ms,
+            age_ms as f64 / 1000.0
+        ),
+        None => format!("last entry ordered at {} ms", state.time_ms),
+    };
     format!(
-        "{what} as of position {} (checkpoint round {}, time {} ms{age}, {} entries); a local \
+        "{what} as of position {} (checkpoint round {}, {ordered}, {} entries); a local \
          answer: stale by up to one checkpoint interval, or more from a faulty server",
-        state.height, state.round, state.time_ms, state.count
+        state.height, state.round, state.count
     )
 }
 

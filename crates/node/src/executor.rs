@@ -82,6 +82,9 @@ pub(crate) struct Executor {
     pub next_round: u64,
     pub height: u64,
     pub log_digest: [u8; 32],
+    /// The agreed time of the round that delivered the last log entry (0 for an empty log): the
+    /// time of the directory's state statements (empty rounds have none of their own).
+    pub last_entry_time_ms: u64,
     pub checkpoint_rounds: u64,
     pub instance: InstanceId,
     pub keys: Arc<ServerKeys>,
@@ -226,6 +229,9 @@ impl Executor {
         self.next_round = round + 1;
         self.height = first + requests.len() as u64;
         self.log_digest = log_digest;
+        if !requests.is_empty() {
+            self.last_entry_time_ms = time_ms;
+        }
         self.metrics.set_log_head(self.height, self.log_digest);
         self.metrics
             .next_round
@@ -254,7 +260,10 @@ impl Executor {
                 }
             }
         }
-        let state = state_tree.map(|tree| (tree.statement(round, self.height, time_ms), tree));
+        let state = state_tree.map(|tree| {
+            let statement = tree.statement(round, self.height, self.last_entry_time_ms);
+            (statement, tree)
+        });
         if let Some((statement, _)) = &state {
             let digest: [u8; 32] = Sha256::digest(statement.encode()).into();
             let job = SignJob::Sign {

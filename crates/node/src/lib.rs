@@ -290,6 +290,14 @@ impl Node {
             signed_state = restored_directory_state(&store, &group, &service, &snapshot);
         }
         let mut position = replayed_from;
+        // The time of the last log entry (the directory's state statements carry it).
+        let last_entry_time_ms = match stored.height.checked_sub(1) {
+            Some(last) => store
+                .log(last, stored.height)?
+                .first()
+                .map_or(0, |e| e.time_ms),
+            None => 0,
+        };
         while position < stored.height {
             let entries = store.log(position, (position + REPLAY_CHUNK).min(stored.height))?;
             if entries.is_empty() {
@@ -462,6 +470,7 @@ impl Node {
             next_round: stored.next_round,
             height: stored.height,
             log_digest: stored.log_digest,
+            last_entry_time_ms,
             checkpoint_rounds: tunables.checkpoint_rounds.max(1),
             instance: instance.clone(),
             keys: keys.clone(),

@@ -1315,6 +1315,16 @@ async fn local_directory_lookups_verify_under_the_service_key() {
         assert_eq!(status, 200);
         let entry = local.entry.clone().expect("alice's entry");
         assert_eq!(entry.value, b"alice@example.test");
+        // The time of the last entry the state includes: set, and not in the future.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        assert!(
+            local.state.time_ms > 0 && local.state.time_ms <= now_ms + 1000,
+            "{:?}",
+            local.state
+        );
         assert_eq!(entry.owner, owner.verifying_key().to_bytes());
         // Every server that signed a round's state signed the same root.
         let root = roots.entry(local.state.round).or_insert(local.state);

@@ -4,8 +4,9 @@
 //! key alone (docs/services/directory.md, "Local lookups").
 //!
 //! Guarantee: a verified local answer is true *as of the signed statement's log height*: the
-//! group executed the log up to `height` (after round `round`, at the round's agreed time
-//! `time_ms`), and then `key` held exactly this entry, or nothing. Unlike an ordered lookup it
+//! group executed the log up to `height` (checkpoint round `round`; the last of those entries
+//! was ordered at the agreed time `time_ms`), and then `key` held exactly this entry, or
+//! nothing; it was so from `time_ms` at least until round `round`. Unlike an ordered lookup it
 //! says nothing about later writes: a server serves the latest statement it holds, and a faulty
 //! server can serve an older one; the client bounds that by `height` or `time_ms`.
 //!
@@ -81,16 +82,19 @@ pub fn state_leaf(key: &str, entry_digest: &Hash) -> Hash {
     Sha256::digest(&bytes).into()
 }
 
-/// What the service key signs at a checkpoint: after the log up to `height` (round `round`, at
-/// `time_ms`), the directory held `count` entries under the Merkle root `root`.
+/// What the service key signs at a checkpoint: after the log up to `height` (checkpoint round
+/// `round`, the last entry ordered at `time_ms`), the directory held `count` entries under the
+/// Merkle root `root`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateStatement {
     /// The checkpoint round: the last round executed.
     pub round: u64,
     /// Log entries executed (positions `0 .. height`).
     pub height: u64,
-    /// The round's agreed time, milliseconds since the Unix epoch (0 when no batch of the round
-    /// carried a time).
+    /// The agreed time of the round that ordered the last entry of the log up to `height`,
+    /// milliseconds since the Unix epoch (0 for an empty log). The checkpoint round itself is
+    /// often empty, and an empty round has no time of its own; this one never lies after the
+    /// checkpoint, so an age computed from it never makes a state look fresher than it is.
     pub time_ms: u64,
     /// Entries in the directory.
     pub count: u64,
@@ -200,7 +204,8 @@ impl StateTree {
             .unwrap_or_default()
     }
 
-    /// The statement of this tree after the log up to `height` (round `round`, at `time_ms`).
+    /// The statement of this tree after the log up to `height` (checkpoint round `round`, the
+    /// last entry ordered at `time_ms`).
     pub fn statement(&self, round: u64, height: u64, time_ms: u64) -> StateStatement {
         StateStatement {
             round,
