@@ -40,7 +40,7 @@ use crate::checkpoint::{CHECKPOINT_PURPOSE, CheckpointCertificate, CheckpointSta
 use crate::executor::{ExecInput, Executed};
 use crate::message::{Item, NodeMessage, STATE_ITEM};
 use crate::metrics::Metrics;
-use crate::signer::{ANSWER_PROOF_PURPOSE, SignJob};
+use crate::signer::{ANSWER_PROOF_PURPOSE, SignJob, on_duty};
 use crate::store::{RoundRecord, Store};
 
 /// Clients waiting for an answer at once; beyond it new requests are refused (HTTP 503).
@@ -75,6 +75,14 @@ pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TRANSFERS_SERVED_MAX: usize = 4;
 /// How often the coordinator looks at timeouts and stale waiters.
 const TICK: Duration = Duration::from_millis(500);
+/// A peer on signing duty that sent no share for this long counts as silent: the items it owes
+/// are asked of every peer.
+pub const SHARE_SILENCE: Duration = Duration::from_secs(2);
+/// How often a combiner still missing shares asks every peer again.
+pub const SHARE_REQUEST_REPEAT: Duration = Duration::from_secs(5);
+/// Items waiting to be signed on demand (beyond it the oldest request is forgotten; the
+/// combiner asks again).
+pub const ON_DEMAND_MAX: usize = 4096;
 /// A server that knows it is behind and is not fetching asks where the group stands again after
 /// this long (its `Hello` or the answers may have been dropped by a full link queue).
 const HELLO_RETRY: Duration = Duration::from_secs(2);
@@ -143,6 +151,9 @@ struct AnswerRound {
     proofs_needed: bool,
     proven: BTreeSet<ServerId>,
     asked: BTreeSet<ServerId>,
+    /// When collecting began, and when every peer was last asked for its share.
+    started: Instant,
+    escalated: Option<Instant>,
     /// For item [`STATE_ITEM`]: the statement and the tree it commits to.
     state: Option<(StateStatement, Arc<StateTree>)>,
 }
@@ -196,6 +207,12 @@ struct State {
     own: BTreeMap<Key, rsa::SignatureShare>,
     /// Digests signed by the items of the rounds executed here.
     digests: BTreeMap<Key, [u8; 32]>,
+    /// Items off duty that a combiner asked this server to sign, not yet handed to the signer.
+    on_demand: BTreeSet<Key>,
+    /// Items handed to the signer on demand (each is signed once).
+    signing: BTreeSet<Key>,
+    /// Per peer: the highest item it sent a share of, and when its last share arrived.
+    peer_shares: BTreeMap<ServerId, (Key, Instant)>,
     /// Recently executed requests: SHA-256 of the request → (round, index in the round, item).
     recent: HashMap<[u8; 32], (u64, usize, Item)>,
     /// The digests in `recent`, oldest round first, to forget them in order.
@@ -224,6 +241,9 @@ impl Coordinator {
             early_count: 0,
             own: BTreeMap::new(),
             digests: BTreeMap::new(),
+            on_demand: BTreeSet::new(),
+            signing: BTreeSet::new(),
+            peer_shares: BTreeMap::new(),
             recent: HashMap::new(),
             recent_order: std::collections::VecDeque::new(),
             checkpoint_shares: BTreeMap::new(),
@@ -343,6 +363,8 @@ impl Coordinator {
         if let Some(input) = state.pending_input.take() {
             self.hand_to_executor(state, input);
         }
+        self.escalate_missing_shares(state);
+        self.sign_on_demand(state);
         let stalled = state
             .transfer
             .as_ref()
@@ -368,6 +390,7 @@ impl Coordinator {
         match event {
             Event::Executed(executed) => self.on_executed(state, *executed),
             Event::OwnShare { round, item, share } => {
+                self.metrics.shares_signed.fetch_add(1, Ordering::Relaxed);
                 state.own.insert((round, item), share.clone());
                 self.add_share(state, self.me, (round, item), share);
                 while state.own.len() > OWN_SHARES_MAX {
@@ -410,11 +433,11 @@ impl Coordinator {
             return;
         }
         let (round, item) = key;
-        let (Some(digest), Some(own)) = (state.digests.get(&key), state.own.get(&key)) else {
+        let Some(digest) = state.digests.get(&key).copied() else {
             debug!(round, item, "retried request too old to be signed again");
             return;
         };
-        let (digest, own) = (*digest, own.clone());
+        let own = state.own.get(&key).cloned();
         let rebuilt = self.stored_round(round);
         let (batch, requests, answers) = match rebuilt {
             Ok(Some(stored)) => (stored.batch, stored.requests, stored.answers),
@@ -428,7 +451,9 @@ impl Coordinator {
             }
         };
         let mut shares = BTreeMap::new();
-        shares.insert(self.me, own);
+        if let Some(own) = own {
+            shares.insert(self.me, own);
+        }
         state.waiter_count += 1;
         state.rounds.insert(
             key,
@@ -443,11 +468,13 @@ impl Coordinator {
                 proofs_needed: false,
                 proven: BTreeSet::new(),
                 asked: BTreeSet::new(),
+                started: Instant::now(),
+                escalated: None,
                 state: None,
             },
         );
-        let ask = NodeMessage::ShareRequest { round, item };
-        let _ = self.links.broadcast(Bytes::from(ask.to_bytes()));
+        // Shares were sent once already (or, off duty, never): ask everyone, sign here too.
+        self.escalate(state, key);
         self.try_combine(state, key);
     }
 
@@ -545,6 +572,9 @@ impl Coordinator {
         while state.digests.len() > OWN_SHARES_MAX {
             state.digests.pop_first();
         }
+        while state.signing.len() > OWN_SHARES_MAX {
+            state.signing.pop_first();
+        }
         self.remember(state, round, &request_hashes, &item_of);
         let mut waiting: BTreeMap<Item, Vec<(usize, oneshot::Sender<Answered>)>> = BTreeMap::new();
         if !state.waiters.is_empty() {
@@ -577,6 +607,8 @@ impl Coordinator {
                 proofs_needed: false,
                 proven: BTreeSet::new(),
                 asked: BTreeSet::new(),
+                started: Instant::now(),
+                escalated: None,
                 state: None,
             };
             if let Some(share) = state.own.get(&key) {
@@ -629,6 +661,8 @@ impl Coordinator {
                 proofs_needed: false,
                 proven: BTreeSet::new(),
                 asked: BTreeSet::new(),
+                started: Instant::now(),
+                escalated: None,
                 state: Some((statement, tree)),
             },
         );
@@ -770,6 +804,7 @@ impl Coordinator {
                     answer_round.bad.insert(culprit);
                     answer_round.shares.remove(&culprit);
                     self.fault(culprit, "invalid_share", "answer share out of range");
+                    self.escalate(state, item_key);
                 }
                 Err(error) => {
                     if answer_round.proofs_needed {
@@ -791,8 +826,129 @@ impl Coordinator {
                             self.send(peer, &NodeMessage::ProofRequest { round, item });
                         }
                     }
+                    // A bad share among the `t + 1` on duty: the others must sign too.
+                    self.escalate(state, item_key);
                 }
             }
+        }
+    }
+
+    /// Queues this server's share of `key` for the signer unless it exists or is under way;
+    /// nothing when the item's digest is unknown here (not executed yet, or long forgotten: the
+    /// combiner asks again).
+    fn ask_own_share(&self, state: &mut State, key: Key) {
+        if state.own.contains_key(&key)
+            || !state.digests.contains_key(&key)
+            || !state.signing.insert(key)
+        {
+            return;
+        }
+        state.on_demand.insert(key);
+        while state.on_demand.len() > ON_DEMAND_MAX {
+            if let Some(dropped) = state.on_demand.pop_first() {
+                state.signing.remove(&dropped);
+            }
+        }
+        self.sign_on_demand(state);
+    }
+
+    /// Hands queued on-demand items to the signer while its queue has room (the rest wait for
+    /// the next tick: on-demand signing never blocks the coordinator).
+    fn sign_on_demand(&self, state: &mut State) {
+        while let Some(key) = state.on_demand.first().copied() {
+            let Some(digest) = state.digests.get(&key).copied() else {
+                state.on_demand.pop_first();
+                continue;
+            };
+            let job = SignJob::Sign {
+                round: key.0,
+                item: key.1,
+                digest,
+            };
+            match self.signer.try_send(job) {
+                Ok(()) => {
+                    state.on_demand.pop_first();
+                }
+                Err(std::sync::mpsc::TrySendError::Full(_)) => return,
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    state.on_demand.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Asks every peer for its share of `key` (peers off duty sign it then) and signs it here
+    /// if this server has not: the combiner cannot count on the servers on duty any more.
+    fn escalate(&self, state: &mut State, key: Key) {
+        let Some(answer_round) = state.rounds.get_mut(&key) else {
+            return;
+        };
+        if answer_round
+            .escalated
+            .is_some_and(|at| at.elapsed() < SHARE_REQUEST_REPEAT)
+        {
+            return;
+        }
+        answer_round.escalated = Some(Instant::now());
+        self.metrics
+            .share_escalations
+            .fetch_add(1, Ordering::Relaxed);
+        let ask = NodeMessage::ShareRequest {
+            round: key.0,
+            item: key.1,
+        };
+        let _ = self.links.broadcast(Bytes::from(ask.to_bytes()));
+        self.ask_own_share(state, key);
+    }
+
+    /// Finds the items that cannot gather `t + 1` shares from the servers on duty — one of them
+    /// is silent (no share for [`SHARE_SILENCE`]), has moved past the item without its share, or
+    /// sent a bad one — and asks every peer for them (again every [`SHARE_REQUEST_REPEAT`]).
+    fn escalate_missing_shares(&self, state: &mut State) {
+        let threshold = self.threshold();
+        let parameters = self.group.parameters;
+        let mut stuck = Vec::new();
+        for (key, answer_round) in &state.rounds {
+            if answer_round
+                .escalated
+                .is_some_and(|at| at.elapsed() < SHARE_REQUEST_REPEAT)
+            {
+                continue;
+            }
+            if answer_round.escalated.is_some() {
+                stuck.push(*key);
+                continue;
+            }
+            let good = answer_round
+                .shares
+                .keys()
+                .filter(|server| !answer_round.bad.contains(server))
+                .count();
+            let waited = answer_round.started.elapsed() >= SHARE_SILENCE;
+            let coming = (1..=parameters.servers)
+                .filter_map(ServerId::new)
+                .filter(|server| {
+                    on_duty(parameters, *server, key.0, key.1)
+                        && !answer_round.shares.contains_key(server)
+                        && !answer_round.bad.contains(server)
+                })
+                .filter(|server| {
+                    if *server == self.me {
+                        return true;
+                    }
+                    match state.peer_shares.get(server) {
+                        Some((latest, at)) => *latest <= *key && at.elapsed() < SHARE_SILENCE,
+                        None => !waited,
+                    }
+                })
+                .count();
+            if good + coming < threshold {
+                stuck.push(*key);
+            }
+        }
+        for key in stuck {
+            self.escalate(state, key);
         }
     }
 
@@ -915,10 +1071,16 @@ impl Coordinator {
                     self.fault(from, "unexpected_message", "answer share of another server");
                     return;
                 }
+                let latest = state
+                    .peer_shares
+                    .get(&from)
+                    .map_or((round, item), |(key, _)| (*key).max((round, item)));
+                state.peer_shares.insert(from, (latest, Instant::now()));
                 self.add_share(state, from, (round, item), share);
             }
             NodeMessage::ShareRequest { round, item } => {
-                // The share was sent once already; sending it again costs no exponentiation.
+                // A share sent once already costs no exponentiation to send again; an item off
+                // duty is signed now (once: the signer broadcasts the share to every peer).
                 if let Some(share) = state.own.get(&(round, item)) {
                     let again = NodeMessage::AnswerShare {
                         round,
@@ -926,6 +1088,8 @@ impl Coordinator {
                         share: share.clone(),
                     };
                     self.send(from, &again);
+                } else {
+                    self.ask_own_share(state, (round, item));
                 }
             }
             NodeMessage::ProofRequest { round, item } => {

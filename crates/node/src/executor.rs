@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use sintra_crypto::ServerId;
-use sintra_crypto::dealer::ServerKeys;
+use sintra_crypto::dealer::{GroupParameters, ServerKeys};
 use sintra_crypto::encoding::Encode;
 use sintra_net::LinksHandle;
 use sintra_protocols::InstanceId;
@@ -30,7 +30,7 @@ use crate::coordinator::Event;
 use crate::message::{Item, NodeMessage, STATE_ITEM};
 use crate::metrics::Metrics;
 use crate::protocol::ResumePoint;
-use crate::signer::SignJob;
+use crate::signer::{SignJob, on_duty};
 use crate::store::{RoundCommit, RoundRecord, ScabcPoint, Store};
 
 /// Delivered rounds (or transfers) waiting for the executor.
@@ -77,6 +77,8 @@ pub(crate) struct Executed {
 
 pub(crate) struct Executor {
     pub me: ServerId,
+    /// `n` and `t`: which answer items this server signs without being asked.
+    pub parameters: GroupParameters,
     pub store: Arc<Store>,
     pub service: Box<dyn Service>,
     pub next_round: u64,
@@ -240,12 +242,19 @@ impl Executor {
 
         if sign && let Some(batch) = &batch {
             let digest: [u8; 32] = Sha256::digest(batch.statement()).into();
-            let items = std::iter::once((0, digest)).chain(
+            // The batch statement (item 0) serves the answers the service does not sign alone;
+            // a round of time-stamps and certificates only needs no batch signature.
+            let batch_item = (signed.len() < requests.len()).then_some((0, digest));
+            let items = batch_item.into_iter().chain(
                 signed
                     .iter()
                     .map(|(index, digest)| (*index as Item + 1, *digest)),
             );
             for (item, digest) in items {
+                // Items off this server's duty are signed only when a combiner asks.
+                if !on_duty(self.parameters, self.me, round, item) {
+                    continue;
+                }
                 // The signer is a bounded queue: when it is behind, execution waits for it.
                 if self
                     .signer

@@ -465,6 +465,7 @@ impl Node {
         );
         let executor = executor::Executor {
             me: id,
+            parameters: group.parameters,
             store: store.clone(),
             service: Box::new(service),
             next_round: stored.next_round,

@@ -36,6 +36,11 @@ pub struct Metrics {
     pub answers_signed: AtomicU64,
     /// Answer batches whose signature was combined here.
     pub signatures_combined: AtomicU64,
+    /// RSA shares this server signed (answer batches and items on duty or on demand).
+    pub shares_signed: AtomicU64,
+    /// Items for which a combiner here asked every peer for its share (a server on duty was
+    /// silent, skipped the item or sent a bad share).
+    pub share_escalations: AtomicU64,
     /// Checkpoint certificates formed or accepted.
     pub checkpoints: AtomicU64,
     /// Rounds applied by state transfer.
@@ -179,6 +184,18 @@ impl Metrics {
             "Answer-batch signatures combined here.",
             "counter",
             load(&self.signatures_combined),
+        );
+        gauge(
+            "answer_shares_signed_total",
+            "RSA answer shares signed here (on duty or on demand).",
+            "counter",
+            load(&self.shares_signed),
+        );
+        gauge(
+            "answer_share_escalations_total",
+            "Items whose shares were asked from every peer (a server on duty failed to deliver).",
+            "counter",
+            load(&self.share_escalations),
         );
         gauge(
             "checkpoints_total",

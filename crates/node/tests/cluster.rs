@@ -977,6 +977,22 @@ async fn every_service_answers_with_one_server_stopped_and_one_byzantine() {
         assert!(faults.keys().all(|(peer, _)| *peer == 3), "{faults:?}");
     }
     assert!(named > 0, "server 3's wrong shares were never named");
+    // Signing duty: items whose t + 1 servers on duty include the stopped server 4 or the
+    // Byzantine server 3 were asked of every peer, and servers 1 and 2 signed them on demand.
+    let escalations: u64 = [1u16, 2]
+        .iter()
+        .map(|i| {
+            cluster
+                .node(*i)
+                .metrics()
+                .share_escalations
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    assert!(
+        escalations > 0,
+        "no combiner ever asked beyond the servers on duty"
+    );
     let height = cluster.settle(&[1, 2, 3], 1).await;
     cluster.assert_same_logs(&[1, 2, 3], height);
     cluster.shutdown().await;
@@ -1217,6 +1233,28 @@ async fn serial_numbers_are_unique_and_increase_with_the_order() {
         };
         assert_eq!(request[0], expected, "serial {serial}");
     }
+    // Signing duty: with every server healthy each time-stamp and certificate costs t + 1 = 2
+    // RSA shares, not n = 4 (plus one batch share per server per round and whatever was asked
+    // on demand), so the four servers signed far fewer than 4 shares per answer.
+    let counter =
+        |i: u16, pick: fn(&sintra_node::metrics::Metrics) -> &std::sync::atomic::AtomicU64| {
+            pick(cluster.node(i).metrics()).load(std::sync::atomic::Ordering::Relaxed)
+        };
+    let signed: u64 = (1..=4).map(|i| counter(i, |m| &m.shares_signed)).sum();
+    let escalated: u64 = (1..=4).map(|i| counter(i, |m| &m.share_escalations)).sum();
+    let rounds = counter(1, |m| &m.rounds_executed);
+    let bound = 2 * REQUESTS as u64 + 4 * rounds + 4 * escalated;
+    eprintln!(
+        "signing duty: {signed} shares for {REQUESTS} answers, {rounds} rounds, {escalated} escalations"
+    );
+    assert!(
+        signed <= bound,
+        "{signed} shares signed for {REQUESTS} answers in {rounds} rounds ({escalated} escalations)"
+    );
+    assert!(
+        signed < 3 * REQUESTS as u64,
+        "{signed} shares for {REQUESTS} answers: every server signed every answer"
+    );
     match Arc::try_unwrap(cluster) {
         Ok(cluster) => cluster.shutdown().await,
         Err(_) => panic!("the clients still hold the cluster"),

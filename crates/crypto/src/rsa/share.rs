@@ -167,7 +167,9 @@ impl Decode for SecretKeyShare {
         let bytes = reader.take(modulus_bits.div_ceil(8) as usize)?;
         // s_i < m < N/4 < 2^{modulus_bits-2}. The shift by a public amount and the zero test
         // are constant time in s_i (`from_be` would scan its bit length in variable time).
-        let secret = BoxedUint::from_be_slice(bytes, modulus_bits)
+        // Every bit of the bytes is read (precision = 8 × their count), so that bits above
+        // `modulus_bits` in the top byte are refused, not dropped: one share, one encoding.
+        let secret = BoxedUint::from_be_slice(bytes, 8 * bytes.len() as u32)
             .ok()
             .filter(|s| s.unbounded_shr_vartime(modulus_bits - 2).is_zero().into())
             .ok_or(DecodeError::Invalid {
