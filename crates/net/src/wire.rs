@@ -35,13 +35,28 @@ pub(crate) const WRITER_FLUSH_BYTES: usize = 256 * 1024;
 const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_RESUME: u8 = 3;
+const KIND_WELCOME: u8 = 4;
 
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Frame {
-    Data { seq: u64, payload: Bytes },
-    Ack { seq: u64 },
-    Resume { session: u64, base: u64 },
+    Data {
+        seq: u64,
+        payload: Bytes,
+    },
+    Ack {
+        seq: u64,
+    },
+    Resume {
+        session: u64,
+        base: u64,
+    },
+    /// The receiver's answer to `Resume`: the last delivered sequence number and the
+    /// receiver's process nonce (a new one means the receiver restarted).
+    Welcome {
+        seq: u64,
+        process: u64,
+    },
 }
 
 impl Frame {
@@ -79,6 +94,15 @@ impl Frame {
                     return Err(LinkError::Protocol("trailing bytes in resume"));
                 }
                 Ok(Frame::Resume { session, base })
+            }
+            KIND_WELCOME => {
+                need(&body, 16)?;
+                let seq = body.get_u64();
+                let process = body.get_u64();
+                if !body.is_empty() {
+                    return Err(LinkError::Protocol("trailing bytes in welcome"));
+                }
+                Ok(Frame::Welcome { seq, process })
             }
             _ => Err(LinkError::Protocol("unknown frame kind")),
         }
@@ -210,6 +234,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let mut head = [0u8; 9];
         head[0] = KIND_ACK;
         head[1..].copy_from_slice(&seq.to_be_bytes());
+        self.push_frame(&head, &[]);
+    }
+
+    pub(crate) fn push_welcome(&mut self, seq: u64, process: u64) {
+        let mut head = [0u8; 17];
+        head[0] = KIND_WELCOME;
+        head[1..9].copy_from_slice(&seq.to_be_bytes());
+        head[9..].copy_from_slice(&process.to_be_bytes());
         self.push_frame(&head, &[]);
     }
 

@@ -291,6 +291,7 @@ impl Executor {
                 peer,
                 accepted: true,
                 next_round: self.next_round,
+                certificate: None,
             });
             return Ok(());
         }
@@ -327,6 +328,7 @@ impl Executor {
                 peer,
                 accepted: false,
                 next_round: self.next_round,
+                certificate: None,
             });
             return Ok(());
         }
@@ -362,6 +364,7 @@ impl Executor {
             peer,
             accepted: true,
             next_round: self.next_round,
+            certificate: Some(Box::new(certificate)),
         });
         Ok(())
     }
