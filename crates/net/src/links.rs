@@ -9,12 +9,15 @@
 //! Both lanes share the connection's sequence numbers and resend buffer: every message is still
 //! delivered exactly once, and in sending order *within its lane*.
 //!
-//! A peer that restarted is a new process: the receiver answers every `Resume` with a `Welcome`
-//! naming its process (a random nonce per start), and when the nonce changes, what was queued or
-//! left unacknowledged for the previous process is dropped (counted in
-//! [`LinkMetrics::frames_dropped_stale`]) and the link resumes with a new session, so the new
-//! process gets only what was sent after we saw it come back — not a backlog of messages for a
-//! past it no longer has. A peer that merely reconnects (same process) loses nothing.
+//! A peer that restarted is a new process: both frames that open a connection name the process
+//! that sends them (`Resume` from the sender, `Welcome` from the receiver; a random nonce per
+//! start), so the first connection in either direction shows a new process. Then what was queued
+//! or left unacknowledged for the previous process is dropped (counted in
+//! [`LinkMetrics::frames_dropped_stale`]) and the link to it resumes with a new session, so the
+//! new process gets only what was sent after we saw it come back — not a backlog of messages for
+//! a past it no longer has. A reply to anything the new process sent is queued after that: its
+//! connection to us shows it before it delivers anything. A peer that merely reconnects (same
+//! process) loses nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -170,8 +173,10 @@ struct Peer {
     queue: mpsc::Sender<Queued>,
     /// The control lane, sent before `queue`.
     control: mpsc::Sender<Queued>,
-    /// Restarts of the peer seen by our link to it (its `Welcome` names a new process);
-    /// messages queued for an older incarnation are dropped.
+    /// The peer's process nonce, as last seen in a `Resume` or `Welcome`.
+    process: Mutex<Option<u64>>,
+    /// Restarts of the peer seen (a new process nonce); messages queued for an older
+    /// incarnation are dropped.
     incarnation: AtomicU64,
     /// Woken when the peer connects to us: it is up, so the dialing task stops waiting out its
     /// reconnect delay.
@@ -200,6 +205,24 @@ impl Shared {
     fn event(&self, event: LinkEvent) {
         // No subscriber is fine.
         let _ = self.events.send(event);
+    }
+}
+
+impl Peer {
+    /// Records the peer's process nonce from a `Resume` or `Welcome`; a nonce other than the last
+    /// one seen is a restart: the incarnation is counted up (once, whichever direction sees it
+    /// first). Returns whether it was a restart.
+    fn observe_process(&self, process: u64) -> bool {
+        let mut known = self
+            .process
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let restarted = known.is_some_and(|known| known != process);
+        if restarted {
+            self.incarnation.fetch_add(1, Ordering::AcqRel);
+        }
+        *known = Some(process);
+        restarted
     }
 }
 
@@ -257,6 +280,7 @@ impl Links {
                 config: peer,
                 queue,
                 control,
+                process: Mutex::new(None),
                 incarnation: AtomicU64::new(0),
                 reachable: Arc::new(Notify::new()),
                 stats: Arc::default(),
@@ -503,10 +527,11 @@ struct OutboundLink {
     /// The session this link resumes with: this process's, until the peer restarts; then a
     /// fresh one, so that the peer's new process takes up the sequence where we are now.
     session: u64,
-    /// The peer's process nonce, from its last `Welcome`.
-    peer_process: Option<u64>,
     /// The incarnation of the peer this link serves (see [`Peer::incarnation`]).
     incarnation: u64,
+    /// A message queued for a newer incarnation than this connection serves (the peer's new
+    /// process was seen on its connection to us): sent first on the next connection.
+    carried: Option<Bytes>,
     /// Sent and not acknowledged, oldest first, with consecutive sequence numbers.
     unacked: VecDeque<(u64, Bytes)>,
     unacked_bytes: usize,
@@ -532,12 +557,18 @@ impl OutboundLink {
             .store(self.unacked_bytes, Ordering::Relaxed);
     }
 
-    /// The peer came back as a new process: drops what was sent and not acknowledged for its
-    /// previous incarnation, counts a new incarnation (messages queued before are dropped when
-    /// taken) and starts a new session.
-    fn peer_restarted(&mut self) {
-        let peer = &self.shared.peers[&self.id];
-        self.incarnation = peer.incarnation.fetch_add(1, Ordering::AcqRel) + 1;
+    /// Follows the peer's incarnation: if it came back as a new process since, drops what was
+    /// sent and not acknowledged for the previous one (messages queued for it are dropped when
+    /// taken) and starts a new session. Returns whether it restarted.
+    fn follow_incarnation(&mut self) -> bool {
+        let current = self.shared.peers[&self.id]
+            .incarnation
+            .load(Ordering::Acquire);
+        if current <= self.incarnation {
+            return false;
+        }
+        info!(me = %self.shared.me, peer = %self.id, "peer restarted; dropping what was queued for it");
+        self.incarnation = current;
         self.session = rand_core::OsRng.next_u64();
         self.shared
             .counters
@@ -546,19 +577,25 @@ impl OutboundLink {
         self.unacked.clear();
         self.unacked_bytes = 0;
         self.publish_stats();
+        true
     }
 
-    /// A queued message, unless it was queued for an older incarnation of the peer (then it
-    /// is dropped and counted).
-    fn take(&self, (incarnation, message): Queued) -> Option<Bytes> {
+    /// A queued message to send now: `Ok(None)` when it was queued for an older incarnation of
+    /// the peer (dropped and counted), `Err` when for a newer one than this connection serves
+    /// (kept in `carried`: the link follows the peer's new process on a new connection first).
+    fn take(&mut self, (incarnation, message): Queued) -> Result<Option<Bytes>, LinkError> {
         if incarnation < self.incarnation {
             self.shared
                 .counters
                 .frames_dropped_stale
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
+            return Ok(None);
         }
-        Some(message)
+        if incarnation > self.incarnation {
+            self.carried = Some(message);
+            return Err(LinkError::Superseded);
+        }
+        Ok(Some(message))
     }
 
     fn acknowledge(&mut self, seq: u64) -> Result<(), LinkError> {
@@ -584,6 +621,15 @@ impl OutboundLink {
         generation: &mut watch::Receiver<u64>,
         established: &mut bool,
     ) -> Result<(), LinkError> {
+        self.follow_incarnation();
+        if let Some(message) = self.carried.take() {
+            // Taken from a lane for the incarnation followed now: first in the resend buffer.
+            self.push_unsent(message);
+            self.shared
+                .counters
+                .frames_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let limits = &self.shared.limits;
         let peer = &self.shared.peers[&self.id].config;
         let mut stream = timeout(limits.connect_timeout, TcpStream::connect(peer.addr))
@@ -606,20 +652,17 @@ impl OutboundLink {
         let (read_half, write_half) = stream.into_split();
         let mut reader = FrameReader::new(read_half, cipher.clone(), limits.frame_bytes_max);
         let mut writer = FrameWriter::new(write_half, cipher);
-        writer.push_resume(self.session, self.base());
+        writer.push_resume(self.session, self.base(), self.shared.session);
         writer.flush().await?;
         match timeout(limits.handshake_timeout, reader.next_frame()).await {
             Err(_) => return Err(LinkError::Timeout),
             Ok(Ok(Some(Frame::Welcome { seq, process }))) => {
-                if self.peer_process.is_some_and(|known| known != process) {
-                    // A new process: what we hold for the previous one is stale. Resume on a new
-                    // connection with a new session, from where we are now.
-                    self.peer_process = Some(process);
-                    info!(me = %self.shared.me, peer = %self.id, "peer restarted; dropping what was queued for it");
-                    self.peer_restarted();
+                self.shared.peers[&self.id].observe_process(process);
+                if self.follow_incarnation() {
+                    // A new process: what we held for the previous one is dropped. Resume on a
+                    // new connection with the new session, from where we are now.
                     return Err(LinkError::Superseded);
                 }
-                self.peer_process = Some(process);
                 // The receiver's counter may lag our base only if it adopted it just now.
                 if seq + 1 < self.base() {
                     return Err(LinkError::Protocol("receiver resumed below our base"));
@@ -700,16 +743,20 @@ impl OutboundLink {
         lanes: &mut Lanes,
         message: Queued,
     ) -> Result<(), LinkError> {
-        if let Some(message) = self.take(message) {
-            self.push(writer, message);
-        }
-        while self.has_room() && writer.pending_bytes() < WRITER_FLUSH_BYTES {
-            let Some(message) = lanes.try_next() else {
-                break;
-            };
-            if let Some(message) = self.take(message) {
-                self.push(writer, message);
+        let mut next = Some(message);
+        while let Some(message) = next {
+            match self.take(message) {
+                Ok(Some(message)) => self.push(writer, message),
+                Ok(None) => {}
+                Err(error) => {
+                    writer.flush().await?;
+                    return Err(error);
+                }
             }
+            if !self.has_room() || writer.pending_bytes() >= WRITER_FLUSH_BYTES {
+                break;
+            }
+            next = lanes.try_next();
         }
         writer.flush().await
     }
@@ -719,16 +766,21 @@ impl OutboundLink {
         writer: &mut FrameWriter<W>,
         message: Bytes,
     ) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        writer.push_data(seq, &message);
-        self.unacked_bytes += message.len();
-        self.unacked.push_back((seq, message));
-        self.publish_stats();
+        writer.push_data(self.next_seq, &message);
+        self.push_unsent(message);
         self.shared
             .counters
             .frames_sent
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Numbers `message` and keeps it in the resend buffer.
+    fn push_unsent(&mut self, message: Bytes) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked_bytes += message.len();
+        self.unacked.push_back((seq, message));
+        self.publish_stats();
     }
 }
 
@@ -741,7 +793,7 @@ async fn outbound_loop(shared: Arc<Shared>, id: ServerId, mut lanes: Lanes) {
         stats: peer.stats.clone(),
         session: shared.session,
         incarnation: 0,
-        peer_process: None,
+        carried: None,
         unacked: VecDeque::new(),
         unacked_bytes: 0,
         next_seq: 1,
@@ -770,7 +822,7 @@ async fn outbound_loop(shared: Arc<Shared>, id: ServerId, mut lanes: Lanes) {
                     });
                     delay = shared.limits.reconnect_delay_min;
                 } else if matches!(error, LinkError::Superseded) {
-                    // The peer answered (it restarted, see `peer_restarted`): resume at once.
+                    // The peer answered (it restarted, see `follow_incarnation`): resume at once.
                     delay = shared.limits.reconnect_delay_min;
                 } else {
                     debug!(me = %shared.me, peer = %id, %error, ?delay, "cannot reach peer; retrying");
@@ -895,7 +947,13 @@ async fn serve_inbound(
     let mut writer = FrameWriter::new(write_half, cipher);
     let session = match timeout(shared.limits.handshake_timeout, reader.next_frame()).await {
         Err(_) => return Err(LinkError::Timeout),
-        Ok(Ok(Some(Frame::Resume { session, base }))) => {
+        Ok(Ok(Some(Frame::Resume {
+            session,
+            base,
+            process,
+        }))) => {
+            // Before anything of the new process is delivered: replies to it are queued for it.
+            peer.observe_process(process);
             let delivered = lock(&peer.receive).resume(session, base)?;
             // The peer is up: our dialing task stops waiting out its reconnect delay.
             peer.reachable.notify_one();

@@ -16,9 +16,8 @@
 //!   up to its latest certificate, or — beyond [`TRANSFER_ROUNDS_BYTES_MAX`] of records — up to
 //!   the next certificate. Rounds after the last certificate come from atomic broadcast's own
 //!   catch-up, which this task sets going ([`sintra_protocols::abc::Abc::catch_up_to`]).
-//!   Every peer's checkpoint share also tells where it stands, so a server that missed the
-//!   answers to its `Hello` still sees that it is behind and asks again every
-//!   [`HELLO_RETRY`]. `Hello`, `Status`, `FetchRounds` and `Rounds` travel in the links'
+//!   Every peer's checkpoint share also tells where it stands; while `t + 1` peers are ahead,
+//!   or fewer than `t + 1` answered its `Hello`, a server asks again every [`HELLO_RETRY`]. `Hello`, `Status`, `FetchRounds` and `Rounds` travel in the links'
 //!   control lane, ahead of any backlog of protocol messages to a peer that was down.
 //!   While a certificate shows this server at least `ROUNDS_RETAINED` rounds behind, it is
 //!   *catching up* ([`Metrics::catching_up`]): its gateway refuses clients at once (`503`), so
@@ -219,6 +218,8 @@ struct State {
     serving: HashSet<ServerId>,
     hello_round: Option<u64>,
     last_hello: Instant,
+    /// Peers that answered (`Status`) since the last `Hello`.
+    answered_hello: BTreeSet<ServerId>,
 }
 
 impl Coordinator {
@@ -242,6 +243,7 @@ impl Coordinator {
             serving: HashSet::new(),
             hello_round: None,
             last_hello: Instant::now(),
+            answered_hello: BTreeSet::new(),
         };
         let (served_tx, mut served_rx) = mpsc::channel::<ServerId>(TRANSFERS_SERVED_MAX);
         self.say_hello(&mut state);
@@ -311,6 +313,7 @@ impl Coordinator {
         }
         state.hello_round = Some(self.executed_next);
         state.last_hello = Instant::now();
+        state.answered_hello.clear();
         let hello = NodeMessage::Hello {
             next_round: self.executed_next,
         };
@@ -406,7 +409,13 @@ impl Coordinator {
                     .executed_next
                     .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED / 2)
         });
-        if behind && state.transfer.is_none() && state.last_hello.elapsed() > HELLO_RETRY {
+        // Or not told yet: fewer than `t + 1` peers answered the last `Hello` (a peer that was
+        // reconnecting, or restarting itself, may have lost it or its answer).
+        let untold = state.answered_hello.len() < self.threshold();
+        if (behind || untold)
+            && state.transfer.is_none()
+            && state.last_hello.elapsed() > HELLO_RETRY
+        {
             state.hello_round = None;
             self.say_hello(state);
             // A certificate known already whose transfer found no peer to ask, or gave up.
@@ -1080,6 +1089,7 @@ impl Coordinator {
         certificate: Option<CheckpointCertificate>,
     ) {
         state.peer_rounds.insert(from, next_round);
+        state.answered_hello.insert(from);
         if let Some(certificate) = certificate
             && certificate.statement.round >= self.executed_next
         {
