@@ -571,6 +571,11 @@ fn acknowledged_requests_survive_a_crash_and_every_log_is_identical() {
     }
     let height_3 = cluster.height(3);
     let transferred = cluster.metric(3, "sintra_rounds_transferred_total");
+    // What the others held for server 3's previous process, dropped when they saw the new one.
+    let stale: Vec<u64> = [1, 2, 4]
+        .iter()
+        .map(|i| cluster.metric(*i, "sintra_link_frames_dropped_stale_total"))
+        .collect();
     done.store(1, Ordering::SeqCst);
     let catch_up = catch_up.join().expect("the catch-up watcher");
     let _ = progress.join();
@@ -622,7 +627,8 @@ fn acknowledged_requests_survive_a_crash_and_every_log_is_identical() {
     let summary = format!(
         "{} of {REQUESTS} acknowledged ({} after retries), {} failed, in {:.1} s; crash after \
          {killed_at} answers, restart after {restarted_at} (the others had dropped \
-         {dropped_for_3:?} messages for it); the restarted replica reached the \
+         {dropped_for_3:?} messages for it, then {stale:?} held for its old process); the \
+         restarted replica reached the \
          others' height {} ({transferred} rounds by state transfer); log heights {:?}",
         acks.len(),
         acks.iter().filter(|ack| ack.retries > 0).count(),
@@ -657,8 +663,10 @@ fn acknowledged_requests_survive_a_crash_and_every_log_is_identical() {
         caught_up,
         "server 3 stayed at height {height_3:?}, the others reached {target}; {summary}"
     );
-    // It was down for more rounds than atomic broadcast keeps for late servers.
+    // It was down for more rounds than atomic broadcast keeps for late servers, and the others
+    // did not hand its new process the backlog they held for the old one.
     assert!(transferred > 0, "no certified state transfer; {summary}");
+    assert!(!stale.contains(&0), "{summary}");
     assert!(logs.iter().all(|log| log.len() == longest), "{summary}");
 }
 
