@@ -19,12 +19,15 @@ pub struct PeerConfig {
 }
 
 /// Every bound of the links layer. Memory per peer is at most
-/// `(queue_frames_max + unacked_frames_max)` messages and about `unacked_bytes_max + MESSAGE_BYTES_MAX`
-/// bytes in the resend buffer.
+/// `(queue_frames_max + control_frames_max + unacked_frames_max)` messages and about
+/// `unacked_bytes_max + MESSAGE_BYTES_MAX` bytes in the resend buffer.
 #[derive(Debug, Clone)]
 pub struct LinkLimits {
     /// Messages waiting per peer before `send` waits and `try_send`/`broadcast` report `Full`.
     pub queue_frames_max: usize,
+    /// Messages waiting per peer in the control lane (sent before the queued bulk messages;
+    /// see [`crate::LinksHandle::try_send_control`]).
+    pub control_frames_max: usize,
     /// Messages sent but not yet acknowledged, per peer.
     pub unacked_frames_max: usize,
     /// Bytes of messages sent but not yet acknowledged, per peer (one message may overshoot it).
@@ -49,6 +52,7 @@ impl Default for LinkLimits {
     fn default() -> Self {
         Self {
             queue_frames_max: 1024,
+            control_frames_max: 256,
             unacked_frames_max: crate::UNACKED_FRAMES_MAX,
             unacked_bytes_max: crate::UNACKED_BYTES_MAX,
             frame_bytes_max: crate::FRAME_BYTES_MAX,

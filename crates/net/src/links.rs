@@ -2,6 +2,22 @@
 //! one dialing task per peer (our messages to it). Each direction of a server pair is its own TCP
 //! connection, so a sender owns its sequence numbers and resend buffer and a receiver owns its
 //! delivery counter, and no tie-break between simultaneous dials is needed.
+//!
+//! Each peer has two send lanes: the *bulk* queue and a small *control* lane. The dialing task
+//! takes from the control lane first, so a few control messages (a replica's catch-up requests
+//! and replies) are never stuck behind, or refused because of, a backlog of bulk messages.
+//! Both lanes share the connection's sequence numbers and resend buffer: every message is still
+//! delivered exactly once, and in sending order *within its lane*.
+//!
+//! A peer that restarted is a new process: both frames that open a connection name the process
+//! that sends them (`Resume` from the sender, `Welcome` from the receiver; a random nonce per
+//! start), so the first connection in either direction shows a new process. Then what was queued
+//! or left unacknowledged for the previous process is dropped (counted in
+//! [`LinkMetrics::frames_dropped_stale`]) and the link to it resumes with a new session, so the
+//! new process gets only what was sent after we saw it come back — not a backlog of messages for
+//! a past it no longer has. A reply to anything the new process sent is queued after that: its
+//! connection to us shows it before it delivers anything. A peer that merely reconnects (same
+//! process) loses nothing.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -12,7 +28,7 @@ use bytes::Bytes;
 use rand_core::RngCore;
 use sintra_crypto::ServerId;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -75,6 +91,9 @@ pub struct LinkMetrics {
     pub frames_received: u64,
     /// Data frames received again and dropped.
     pub duplicates_dropped: u64,
+    /// Messages queued or unacknowledged for a peer's previous incarnation, dropped when the
+    /// peer came back as a new process.
+    pub frames_dropped_stale: u64,
     /// Inbound handshakes refused (bad key, unknown id, garbage, timeout).
     pub handshakes_refused: u64,
     /// Connections (either direction) that ended with an error.
@@ -90,6 +109,8 @@ pub struct PeerMetrics {
     pub id: Option<ServerId>,
     /// Messages queued, not yet sent.
     pub queued: usize,
+    /// Messages queued in the control lane, not yet sent.
+    pub control_queued: usize,
     /// Messages sent, not yet acknowledged.
     pub unacked_frames: usize,
     /// Bytes sent, not yet acknowledged.
@@ -104,6 +125,7 @@ struct Counters {
     frames_resent: AtomicU64,
     frames_received: AtomicU64,
     duplicates_dropped: AtomicU64,
+    frames_dropped_stale: AtomicU64,
     handshakes_refused: AtomicU64,
     connections_failed: AtomicU64,
 }
@@ -133,7 +155,9 @@ impl ReceiveState {
                 return Err(LinkError::Protocol("sender dropped undelivered frames"));
             }
         } else {
-            // A new sender incarnation, or we restarted: take up the sequence where the sender holds it.
+            // A new sender incarnation, we restarted, or the sender saw us restart and dropped
+            // what it held for our previous process (it then resumes with a new session): take
+            // up the sequence where the sender holds it.
             self.session = Some(session);
             self.delivered = base - 1;
         }
@@ -141,9 +165,22 @@ impl ReceiveState {
     }
 }
 
+/// A queued message with the incarnation of the peer it was queued for.
+type Queued = (u64, Bytes);
+
 struct Peer {
     config: PeerConfig,
-    queue: mpsc::Sender<Bytes>,
+    queue: mpsc::Sender<Queued>,
+    /// The control lane, sent before `queue`.
+    control: mpsc::Sender<Queued>,
+    /// The peer's process nonce, as last seen in a `Resume` or `Welcome`.
+    process: Mutex<Option<u64>>,
+    /// Restarts of the peer seen (a new process nonce); messages queued for an older
+    /// incarnation are dropped.
+    incarnation: AtomicU64,
+    /// Woken when the peer connects to us: it is up, so the dialing task stops waiting out its
+    /// reconnect delay.
+    reachable: Arc<Notify>,
     stats: Arc<PeerStats>,
     receive: Mutex<ReceiveState>,
     /// Bumped to end the current connections with this peer (a newer inbound one, or `disconnect`).
@@ -168,6 +205,24 @@ impl Shared {
     fn event(&self, event: LinkEvent) {
         // No subscriber is fine.
         let _ = self.events.send(event);
+    }
+}
+
+impl Peer {
+    /// Records the peer's process nonce from a `Resume` or `Welcome`; a nonce other than the last
+    /// one seen is a restart: the incarnation is counted up (once, whichever direction sees it
+    /// first). Returns whether it was a restart.
+    fn observe_process(&self, process: u64) -> bool {
+        let mut known = self
+            .process
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let restarted = known.is_some_and(|known| known != process);
+        if restarted {
+            self.incarnation.fetch_add(1, Ordering::AcqRel);
+        }
+        *known = Some(process);
+        restarted
     }
 }
 
@@ -200,6 +255,7 @@ impl Links {
         } = config;
         if limits.unacked_frames_max == 0
             || limits.queue_frames_max == 0
+            || limits.control_frames_max == 0
             || limits.incoming_frames_max == 0
         {
             return Err(StartError::Config("queue limits must be positive".into()));
@@ -218,10 +274,15 @@ impl Links {
         let mut queues = Vec::new();
         for peer in peers.into_iter().filter(|peer| peer.id != me) {
             let (queue, queue_rx) = mpsc::channel(limits.queue_frames_max);
+            let (control, control_rx) = mpsc::channel(limits.control_frames_max);
             let id = peer.id;
             let entry = Peer {
                 config: peer,
                 queue,
+                control,
+                process: Mutex::new(None),
+                incarnation: AtomicU64::new(0),
+                reachable: Arc::new(Notify::new()),
                 stats: Arc::default(),
                 receive: Mutex::default(),
                 inbound_generation: watch::channel(0).0,
@@ -230,7 +291,13 @@ impl Links {
             if peer_map.insert(id, entry).is_some() {
                 return Err(StartError::Config(format!("{id} is listed twice")));
             }
-            queues.push((id, queue_rx));
+            queues.push((
+                id,
+                Lanes {
+                    control: control_rx,
+                    bulk: queue_rx,
+                },
+            ));
         }
         let pinned = peer_map
             .iter()
@@ -249,8 +316,8 @@ impl Links {
             limits,
         });
         let mut tasks = vec![tokio::spawn(accept_loop(shared.clone(), listener))];
-        for (id, queue_rx) in queues {
-            tasks.push(tokio::spawn(outbound_loop(shared.clone(), id, queue_rx)));
+        for (id, lanes) in queues {
+            tasks.push(tokio::spawn(outbound_loop(shared.clone(), id, lanes)));
         }
         info!(%me, %local_addr, "links started");
         let handle = LinksHandle {
@@ -268,7 +335,8 @@ impl Links {
 /// one peer. [`try_send`](Self::try_send) and [`broadcast`](Self::broadcast) never wait and report
 /// `Full` instead, because up to `t` peers may be faulty forever: a replica that waited on one of
 /// them would stop serving the others. A peer reported `Full` is lagging; the replica brings it
-/// back with a checkpoint rather than an unbounded queue.
+/// back with a checkpoint rather than an unbounded queue. The `_control` variants use the peer's
+/// control lane (sent first, its own bound), for the few messages that bring a lagging peer back.
 #[derive(Clone)]
 pub struct LinksHandle {
     shared: Arc<Shared>,
@@ -292,8 +360,9 @@ impl LinksHandle {
     /// Queues `message` for `to`, waiting while that peer's queue is full.
     pub async fn send(&self, to: ServerId, message: Bytes) -> Result<(), SendError> {
         let peer = self.peer(to, &message)?;
+        let incarnation = peer.incarnation.load(Ordering::Acquire);
         peer.queue
-            .send(message)
+            .send((incarnation, message))
             .await
             .map_err(|_| SendError::Shutdown)
     }
@@ -301,10 +370,13 @@ impl LinksHandle {
     /// Queues `message` for `to` if there is room now.
     pub fn try_send(&self, to: ServerId, message: Bytes) -> Result<(), SendError> {
         let peer = self.peer(to, &message)?;
-        peer.queue.try_send(message).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => SendError::Full(to),
-            mpsc::error::TrySendError::Closed(_) => SendError::Shutdown,
-        })
+        let incarnation = peer.incarnation.load(Ordering::Acquire);
+        peer.queue
+            .try_send((incarnation, message))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SendError::Full(to),
+                mpsc::error::TrySendError::Closed(_) => SendError::Shutdown,
+            })
     }
 
     /// Queues `message` for every peer (not for ourselves) that has room; returns the errors of the
@@ -314,6 +386,38 @@ impl LinksHandle {
         ids.sort();
         ids.into_iter()
             .filter_map(|id| self.try_send(id, message.clone()).err())
+            .collect()
+    }
+
+    /// Queues `message` in `to`'s control lane, waiting while that lane is full. Control
+    /// messages are sent before the bulk queue's (and may overtake bulk messages queued earlier).
+    pub async fn send_control(&self, to: ServerId, message: Bytes) -> Result<(), SendError> {
+        let peer = self.peer(to, &message)?;
+        let incarnation = peer.incarnation.load(Ordering::Acquire);
+        peer.control
+            .send((incarnation, message))
+            .await
+            .map_err(|_| SendError::Shutdown)
+    }
+
+    /// Queues `message` in `to`'s control lane if there is room now.
+    pub fn try_send_control(&self, to: ServerId, message: Bytes) -> Result<(), SendError> {
+        let peer = self.peer(to, &message)?;
+        let incarnation = peer.incarnation.load(Ordering::Acquire);
+        peer.control
+            .try_send((incarnation, message))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => SendError::Full(to),
+                mpsc::error::TrySendError::Closed(_) => SendError::Shutdown,
+            })
+    }
+
+    /// [`broadcast`](Self::broadcast) in the control lanes.
+    pub fn broadcast_control(&self, message: Bytes) -> Vec<SendError> {
+        let mut ids: Vec<ServerId> = self.shared.peers.keys().copied().collect();
+        ids.sort();
+        ids.into_iter()
+            .filter_map(|id| self.try_send_control(id, message.clone()).err())
             .collect()
     }
 
@@ -353,6 +457,7 @@ impl LinksHandle {
             .map(|(id, peer)| PeerMetrics {
                 id: Some(*id),
                 queued: peer.queue.max_capacity() - peer.queue.capacity(),
+                control_queued: peer.control.max_capacity() - peer.control.capacity(),
                 unacked_frames: peer.stats.unacked_frames.load(Ordering::Relaxed),
                 unacked_bytes: peer.stats.unacked_bytes.load(Ordering::Relaxed),
                 connected: peer.stats.connected.load(Ordering::Relaxed),
@@ -364,6 +469,7 @@ impl LinksHandle {
             frames_resent: counters.frames_resent.load(Ordering::Relaxed),
             frames_received: counters.frames_received.load(Ordering::Relaxed),
             duplicates_dropped: counters.duplicates_dropped.load(Ordering::Relaxed),
+            frames_dropped_stale: counters.frames_dropped_stale.load(Ordering::Relaxed),
             handshakes_refused: counters.handshakes_refused.load(Ordering::Relaxed),
             connections_failed: counters.connections_failed.load(Ordering::Relaxed),
             peers,
@@ -398,10 +504,34 @@ impl<T> Drop for AbortOnDrop<T> {
 // ---------------------------------------------------------------------------------------------
 // Outbound: one task per peer, owning the sequence numbers and the resend buffer.
 
+/// The receiving ends of a peer's two send lanes.
+struct Lanes {
+    control: mpsc::Receiver<Queued>,
+    bulk: mpsc::Receiver<Queued>,
+}
+
+impl Lanes {
+    /// The next message already queued, control lane first.
+    fn try_next(&mut self) -> Option<Queued> {
+        self.control
+            .try_recv()
+            .ok()
+            .or_else(|| self.bulk.try_recv().ok())
+    }
+}
+
 struct OutboundLink {
     shared: Arc<Shared>,
     id: ServerId,
     stats: Arc<PeerStats>,
+    /// The session this link resumes with: this process's, until the peer restarts; then a
+    /// fresh one, so that the peer's new process takes up the sequence where we are now.
+    session: u64,
+    /// The incarnation of the peer this link serves (see [`Peer::incarnation`]).
+    incarnation: u64,
+    /// A message queued for a newer incarnation than this connection serves (the peer's new
+    /// process was seen on its connection to us): sent first on the next connection.
+    carried: Option<Bytes>,
     /// Sent and not acknowledged, oldest first, with consecutive sequence numbers.
     unacked: VecDeque<(u64, Bytes)>,
     unacked_bytes: usize,
@@ -427,6 +557,47 @@ impl OutboundLink {
             .store(self.unacked_bytes, Ordering::Relaxed);
     }
 
+    /// Follows the peer's incarnation: if it came back as a new process since, drops what was
+    /// sent and not acknowledged for the previous one (messages queued for it are dropped when
+    /// taken) and starts a new session. Returns whether it restarted.
+    fn follow_incarnation(&mut self) -> bool {
+        let current = self.shared.peers[&self.id]
+            .incarnation
+            .load(Ordering::Acquire);
+        if current <= self.incarnation {
+            return false;
+        }
+        info!(me = %self.shared.me, peer = %self.id, "peer restarted; dropping what was queued for it");
+        self.incarnation = current;
+        self.session = rand_core::OsRng.next_u64();
+        self.shared
+            .counters
+            .frames_dropped_stale
+            .fetch_add(self.unacked.len() as u64, Ordering::Relaxed);
+        self.unacked.clear();
+        self.unacked_bytes = 0;
+        self.publish_stats();
+        true
+    }
+
+    /// A queued message to send now: `Ok(None)` when it was queued for an older incarnation of
+    /// the peer (dropped and counted), `Err` when for a newer one than this connection serves
+    /// (kept in `carried`: the link follows the peer's new process on a new connection first).
+    fn take(&mut self, (incarnation, message): Queued) -> Result<Option<Bytes>, LinkError> {
+        if incarnation < self.incarnation {
+            self.shared
+                .counters
+                .frames_dropped_stale
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        if incarnation > self.incarnation {
+            self.carried = Some(message);
+            return Err(LinkError::Superseded);
+        }
+        Ok(Some(message))
+    }
+
     fn acknowledge(&mut self, seq: u64) -> Result<(), LinkError> {
         if seq >= self.next_seq {
             return Err(LinkError::Protocol("acknowledgement of a frame never sent"));
@@ -446,10 +617,19 @@ impl OutboundLink {
     /// Returns `Ok` only when the queue closed (the links are going away).
     async fn serve(
         &mut self,
-        queue: &mut mpsc::Receiver<Bytes>,
+        lanes: &mut Lanes,
         generation: &mut watch::Receiver<u64>,
         established: &mut bool,
     ) -> Result<(), LinkError> {
+        self.follow_incarnation();
+        if let Some(message) = self.carried.take() {
+            // Taken from a lane for the incarnation followed now: first in the resend buffer.
+            self.push_unsent(message);
+            self.shared
+                .counters
+                .frames_sent
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let limits = &self.shared.limits;
         let peer = &self.shared.peers[&self.id].config;
         let mut stream = timeout(limits.connect_timeout, TcpStream::connect(peer.addr))
@@ -472,11 +652,17 @@ impl OutboundLink {
         let (read_half, write_half) = stream.into_split();
         let mut reader = FrameReader::new(read_half, cipher.clone(), limits.frame_bytes_max);
         let mut writer = FrameWriter::new(write_half, cipher);
-        writer.push_resume(self.shared.session, self.base());
+        writer.push_resume(self.session, self.base(), self.shared.session);
         writer.flush().await?;
         match timeout(limits.handshake_timeout, reader.next_frame()).await {
             Err(_) => return Err(LinkError::Timeout),
-            Ok(Ok(Some(Frame::Ack { seq }))) => {
+            Ok(Ok(Some(Frame::Welcome { seq, process }))) => {
+                self.shared.peers[&self.id].observe_process(process);
+                if self.follow_incarnation() {
+                    // A new process: what we held for the previous one is dropped. Resume on a
+                    // new connection with the new session, from where we are now.
+                    return Err(LinkError::Superseded);
+                }
                 // The receiver's counter may lag our base only if it adopted it just now.
                 if seq + 1 < self.base() {
                     return Err(LinkError::Protocol("receiver resumed below our base"));
@@ -485,7 +671,7 @@ impl OutboundLink {
                     self.acknowledge(seq)?;
                 }
             }
-            Ok(Ok(Some(_))) => return Err(LinkError::Protocol("expected an acknowledgement")),
+            Ok(Ok(Some(_))) => return Err(LinkError::Protocol("expected a welcome")),
             Ok(Ok(None)) => return Err(LinkError::Closed),
             Ok(Err(error)) => return Err(error),
         }
@@ -537,20 +723,42 @@ impl OutboundLink {
                     let seq = *ack_rx.borrow_and_update();
                     self.acknowledge(seq)?;
                 }
-                message = queue.recv(), if room => {
+                message = lanes.control.recv(), if room => {
                     let Some(message) = message else { return Ok(()) };
-                    self.push(&mut writer, message);
-                    // Batch whatever else is already queued into the same records.
-                    while self.has_room() && writer.pending_bytes() < WRITER_FLUSH_BYTES {
-                        match queue.try_recv() {
-                            Ok(message) => self.push(&mut writer, message),
-                            Err(_) => break,
-                        }
-                    }
-                    writer.flush().await?;
+                    self.push_and_flush(&mut writer, lanes, message).await?;
+                }
+                message = lanes.bulk.recv(), if room => {
+                    let Some(message) = message else { return Ok(()) };
+                    self.push_and_flush(&mut writer, lanes, message).await?;
                 }
             }
         }
+    }
+
+    /// Writes `message` and whatever else is already queued (control lane first) into the same
+    /// records, then flushes.
+    async fn push_and_flush<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut FrameWriter<W>,
+        lanes: &mut Lanes,
+        message: Queued,
+    ) -> Result<(), LinkError> {
+        let mut next = Some(message);
+        while let Some(message) = next {
+            match self.take(message) {
+                Ok(Some(message)) => self.push(writer, message),
+                Ok(None) => {}
+                Err(error) => {
+                    writer.flush().await?;
+                    return Err(error);
+                }
+            }
+            if !self.has_room() || writer.pending_bytes() >= WRITER_FLUSH_BYTES {
+                break;
+            }
+            next = lanes.try_next();
+        }
+        writer.flush().await
     }
 
     fn push<W: tokio::io::AsyncWrite + Unpin>(
@@ -558,26 +766,34 @@ impl OutboundLink {
         writer: &mut FrameWriter<W>,
         message: Bytes,
     ) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        writer.push_data(seq, &message);
-        self.unacked_bytes += message.len();
-        self.unacked.push_back((seq, message));
-        self.publish_stats();
+        writer.push_data(self.next_seq, &message);
+        self.push_unsent(message);
         self.shared
             .counters
             .frames_sent
             .fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Numbers `message` and keeps it in the resend buffer.
+    fn push_unsent(&mut self, message: Bytes) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked_bytes += message.len();
+        self.unacked.push_back((seq, message));
+        self.publish_stats();
+    }
 }
 
-async fn outbound_loop(shared: Arc<Shared>, id: ServerId, mut queue: mpsc::Receiver<Bytes>) {
+async fn outbound_loop(shared: Arc<Shared>, id: ServerId, mut lanes: Lanes) {
     let peer = &shared.peers[&id];
     let mut generation = peer.outbound_generation.subscribe();
     let mut link = OutboundLink {
         shared: shared.clone(),
         id,
         stats: peer.stats.clone(),
+        session: shared.session,
+        incarnation: 0,
+        carried: None,
         unacked: VecDeque::new(),
         unacked_bytes: 0,
         next_seq: 1,
@@ -587,7 +803,7 @@ async fn outbound_loop(shared: Arc<Shared>, id: ServerId, mut queue: mpsc::Recei
         generation.borrow_and_update();
         let mut established = false;
         let result = link
-            .serve(&mut queue, &mut generation, &mut established)
+            .serve(&mut lanes, &mut generation, &mut established)
             .await;
         link.stats.connected.store(false, Ordering::Relaxed);
         match result {
@@ -605,13 +821,24 @@ async fn outbound_loop(shared: Arc<Shared>, id: ServerId, mut queue: mpsc::Recei
                         reason: error.to_string(),
                     });
                     delay = shared.limits.reconnect_delay_min;
+                } else if matches!(error, LinkError::Superseded) {
+                    // The peer answered (it restarted, see `follow_incarnation`): resume at once.
+                    delay = shared.limits.reconnect_delay_min;
                 } else {
                     debug!(me = %shared.me, peer = %id, %error, ?delay, "cannot reach peer; retrying");
                 }
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(shared.limits.reconnect_delay_max);
+        // A peer that just connected to us is up: dial it now rather than after the delay (a
+        // restarted peer would otherwise wait up to `reconnect_delay_max` for what we queued).
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {
+                delay = (delay * 2).min(shared.limits.reconnect_delay_max);
+            }
+            _ = peer.reachable.notified() => {
+                delay = shared.limits.reconnect_delay_min;
+            }
+        }
     }
 }
 
@@ -720,9 +947,17 @@ async fn serve_inbound(
     let mut writer = FrameWriter::new(write_half, cipher);
     let session = match timeout(shared.limits.handshake_timeout, reader.next_frame()).await {
         Err(_) => return Err(LinkError::Timeout),
-        Ok(Ok(Some(Frame::Resume { session, base }))) => {
+        Ok(Ok(Some(Frame::Resume {
+            session,
+            base,
+            process,
+        }))) => {
+            // Before anything of the new process is delivered: replies to it are queued for it.
+            peer.observe_process(process);
             let delivered = lock(&peer.receive).resume(session, base)?;
-            writer.push_ack(delivered);
+            // The peer is up: our dialing task stops waiting out its reconnect delay.
+            peer.reachable.notify_one();
+            writer.push_welcome(delivered, shared.session);
             writer.flush().await?;
             session
         }

@@ -60,7 +60,7 @@ async fn an_oversized_frame_header_closes_the_connection() {
         let (read_half, write_half) = stream.into_split();
         let mut reader = FrameReader::new(read_half, cipher.clone(), FRAME_BYTES_MAX);
         let mut writer = FrameWriter::new(write_half, cipher);
-        writer.push_resume(7, 1);
+        writer.push_resume(7, 1, 7);
         writer.push_data(1, b"fine");
         writer.push_raw_plaintext(&u32::MAX.to_be_bytes());
         writer.flush().await.expect("write");
@@ -88,7 +88,7 @@ async fn an_oversized_frame_header_closes_the_connection() {
         let cipher = std::sync::Arc::new(transport);
         let (_read_half, write_half) = stream.into_split();
         let mut writer = FrameWriter::new(write_half, cipher);
-        writer.push_resume(7, 1);
+        writer.push_resume(7, 1, 7);
         writer.push_data(1, b"fine");
         writer.push_data(2, b"next");
         writer.flush().await.expect("write");

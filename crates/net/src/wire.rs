@@ -10,8 +10,11 @@
 //! Frame bodies start with a kind byte:
 //! - `1` Data `[seq u64][payload]` (sender to receiver)
 //! - `2` Ack `[seq u64]`: every Data frame up to `seq` was delivered (receiver to sender)
-//! - `3` Resume `[session u64][base u64]`: first frame of a sender; `session` names the sender's
-//!   incarnation, `base` is the oldest sequence number it still holds.
+//! - `3` Resume `[session u64][base u64][process u64]`: first frame of a sender; `session` names
+//!   the sender's sequence, `base` is the oldest sequence number it still holds, `process` is the
+//!   sender process's nonce (random per start).
+//! - `4` Welcome `[seq u64][process u64]`: the receiver's answer to Resume: every Data frame up to
+//!   `seq` was delivered; `process` is the receiver process's nonce.
 
 use std::sync::Arc;
 
@@ -35,13 +38,29 @@ pub(crate) const WRITER_FLUSH_BYTES: usize = 256 * 1024;
 const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
 const KIND_RESUME: u8 = 3;
+const KIND_WELCOME: u8 = 4;
 
 /// A decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Frame {
-    Data { seq: u64, payload: Bytes },
-    Ack { seq: u64 },
-    Resume { session: u64, base: u64 },
+    Data {
+        seq: u64,
+        payload: Bytes,
+    },
+    Ack {
+        seq: u64,
+    },
+    Resume {
+        session: u64,
+        base: u64,
+        process: u64,
+    },
+    /// The receiver's answer to `Resume`: the last delivered sequence number and the
+    /// receiver's process nonce (a new one means the receiver restarted).
+    Welcome {
+        seq: u64,
+        process: u64,
+    },
 }
 
 impl Frame {
@@ -72,13 +91,27 @@ impl Frame {
                 Ok(Frame::Ack { seq })
             }
             KIND_RESUME => {
-                need(&body, 16)?;
+                need(&body, 24)?;
                 let session = body.get_u64();
                 let base = body.get_u64();
+                let process = body.get_u64();
                 if !body.is_empty() {
                     return Err(LinkError::Protocol("trailing bytes in resume"));
                 }
-                Ok(Frame::Resume { session, base })
+                Ok(Frame::Resume {
+                    session,
+                    base,
+                    process,
+                })
+            }
+            KIND_WELCOME => {
+                need(&body, 16)?;
+                let seq = body.get_u64();
+                let process = body.get_u64();
+                if !body.is_empty() {
+                    return Err(LinkError::Protocol("trailing bytes in welcome"));
+                }
+                Ok(Frame::Welcome { seq, process })
             }
             _ => Err(LinkError::Protocol("unknown frame kind")),
         }
@@ -213,11 +246,20 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.push_frame(&head, &[]);
     }
 
-    pub(crate) fn push_resume(&mut self, session: u64, base: u64) {
+    pub(crate) fn push_welcome(&mut self, seq: u64, process: u64) {
         let mut head = [0u8; 17];
+        head[0] = KIND_WELCOME;
+        head[1..9].copy_from_slice(&seq.to_be_bytes());
+        head[9..].copy_from_slice(&process.to_be_bytes());
+        self.push_frame(&head, &[]);
+    }
+
+    pub(crate) fn push_resume(&mut self, session: u64, base: u64, process: u64) {
+        let mut head = [0u8; 25];
         head[0] = KIND_RESUME;
         head[1..9].copy_from_slice(&session.to_be_bytes());
-        head[9..].copy_from_slice(&base.to_be_bytes());
+        head[9..17].copy_from_slice(&base.to_be_bytes());
+        head[17..].copy_from_slice(&process.to_be_bytes());
         self.push_frame(&head, &[]);
     }
 

@@ -13,11 +13,18 @@
 //!   state statement, and publishes the signed state for the gateway's local lookups.
 //! * **Catch-up.** A (re)started server says `Hello`; peers answer with where they stand and
 //!   their latest certificate. If a peer's certificate covers rounds this server lacks, it asks
-//!   peers *one at a time* for the log up to that certificate and hands what it gets to the
+//!   peers *one at a time* for the log up to a certificate and hands what it gets to the
 //!   executor, which checks it against the certificate before executing anything; a wrong log
-//!   is blamed on its sender and the next peer is asked. Rounds after the last certificate come
-//!   from atomic broadcast's own catch-up, which this task sets going
-//!   ([`sintra_protocols::abc::Abc::catch_up_to`]).
+//!   is blamed on its sender and the next peer is asked. A peer serves, per request, the rounds
+//!   up to its latest certificate, or — beyond [`TRANSFER_ROUNDS_BYTES_MAX`] of records — up to
+//!   the next certificate. Rounds after the last certificate come from atomic broadcast's own
+//!   catch-up, which this task sets going ([`sintra_protocols::abc::Abc::catch_up_to`]).
+//!   Every peer's checkpoint share also tells where it stands; while `t + 1` peers are ahead,
+//!   or fewer than `t + 1` answered its `Hello`, a server asks again every [`HELLO_RETRY`]. `Hello`, `Status`, `FetchRounds` and `Rounds` travel in the links'
+//!   control lane, ahead of any backlog of protocol messages to a peer that was down.
+//!   While a certificate shows this server at least `ROUNDS_RETAINED` rounds behind, it is
+//!   *catching up* ([`Metrics::catching_up`]): its gateway refuses clients at once (`503`), so
+//!   that they ask another server instead of waiting for an answer it cannot give yet.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -67,6 +74,11 @@ pub const RECENT_REQUESTS_MAX: usize = 64 * 1024;
 pub const CHECKPOINT_ROUNDS_PENDING_MAX: usize = 64;
 /// Bytes of round records one reply part carries (a link message is at most 8 MiB).
 pub const TRANSFER_REPLY_BYTES_MAX: usize = 4 << 20;
+/// Bytes of round records one transfer carries before it ends at the next certificate: a peer
+/// serves a `FetchRounds` up to its latest certificate when the rounds up to it stay below this,
+/// else up to the first certificate after this many bytes (at most `checkpoint_rounds` rounds and
+/// one reply part more).
+pub const TRANSFER_ROUNDS_BYTES_MAX: usize = 32 << 20;
 /// Bytes of round records a transfer buffers before they can be checked against the certificate.
 pub const TRANSFER_BUFFER_BYTES_MAX: usize = 256 << 20;
 /// A peer that sends nothing for this long during a transfer is given up for the next one.
@@ -84,8 +96,9 @@ pub const SHARE_REQUEST_REPEAT: Duration = Duration::from_secs(5);
 /// combiner asks again).
 pub const ON_DEMAND_MAX: usize = 4096;
 /// A server that knows it is behind and is not fetching asks where the group stands again after
-/// this long (its `Hello` or the answers may have been dropped by a full link queue).
-const HELLO_RETRY: Duration = Duration::from_secs(2);
+/// this long (its `Hello` or the answers may have been lost: a full link queue, a peer that was
+/// still reconnecting).
+pub const HELLO_RETRY: Duration = Duration::from_secs(2);
 
 /// What a waiting client is handed.
 #[derive(Debug, Clone)]
@@ -131,6 +144,9 @@ pub(crate) enum Event {
         peer: ServerId,
         accepted: bool,
         next_round: u64,
+        /// The certificate the applied rounds were checked against (`None` if nothing was
+        /// applied).
+        certificate: Option<Box<CheckpointCertificate>>,
     },
     Fatal(String),
 }
@@ -229,6 +245,8 @@ struct State {
     serving: HashSet<ServerId>,
     hello_round: Option<u64>,
     last_hello: Instant,
+    /// Peers that answered (`Status`) since the last `Hello`.
+    answered_hello: BTreeSet<ServerId>,
 }
 
 impl Coordinator {
@@ -255,6 +273,7 @@ impl Coordinator {
             serving: HashSet::new(),
             hello_round: None,
             last_hello: Instant::now(),
+            answered_hello: BTreeSet::new(),
         };
         let (served_tx, mut served_rx) = mpsc::channel::<ServerId>(TRANSFERS_SERVED_MAX);
         self.say_hello(&mut state);
@@ -303,6 +322,16 @@ impl Coordinator {
         }
     }
 
+    /// Sends a catch-up message (`Hello`, `Status`, `FetchRounds`) in the control lane.
+    fn send_control(&self, to: ServerId, message: &NodeMessage) {
+        if let Err(error) = self
+            .links
+            .try_send_control(to, Bytes::from(message.to_bytes()))
+        {
+            debug!(peer = %to, %error, "catch-up message not sent");
+        }
+    }
+
     fn fault(&self, peer: ServerId, kind: &'static str, what: &str) {
         self.metrics.fault(peer, kind);
         warn!(%peer, kind, what, "fault");
@@ -314,10 +343,41 @@ impl Coordinator {
         }
         state.hello_round = Some(self.executed_next);
         state.last_hello = Instant::now();
+        state.answered_hello.clear();
         let hello = NodeMessage::Hello {
             next_round: self.executed_next,
         };
-        let _ = self.links.broadcast(Bytes::from(hello.to_bytes()));
+        let _ = self.links.broadcast_control(Bytes::from(hello.to_bytes()));
+    }
+
+    /// The next round that at least `t + 1` peers said (`Hello`, `Status`, checkpoint shares)
+    /// they had reached: at least one honest peer is there.
+    fn peers_reached(&self, state: &State) -> Option<u64> {
+        let mut rounds: Vec<u64> = state.peer_rounds.values().copied().collect();
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds.get(self.threshold() - 1).copied()
+    }
+
+    /// Whether a verified certificate shows this server so far behind that atomic broadcast's
+    /// own catch-up cannot bring it back (a state transfer is needed), published for the
+    /// gateway ([`Metrics::catching_up`]).
+    fn update_catching_up(&self, state: &State) {
+        let behind = state.best_certificate.as_ref().is_some_and(|best| {
+            best.statement.round + 1
+                >= self
+                    .executed_next
+                    .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED)
+        });
+        let was = self.metrics.catching_up.swap(behind, Ordering::Relaxed);
+        if was != behind {
+            info!(
+                server = %self.me,
+                next_round = self.executed_next,
+                best = state.best_certificate.as_ref().map(|best| best.statement.round),
+                "{}",
+                if behind { "catching up: clients are sent elsewhere" } else { "caught up" }
+            );
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -373,14 +433,29 @@ impl Coordinator {
             info!(peer = %transfer.peer, "state transfer peer is silent; asking another");
             self.start_transfer(state, transfer.target, transfer.tried);
         }
-        let behind = state
-            .peer_rounds
-            .values()
-            .any(|round| *round > self.executed_next);
-        if behind && state.transfer.is_none() && state.last_hello.elapsed() > HELLO_RETRY {
+        // Behind when `t + 1` peers (at least one honest) say they are beyond the rounds atomic
+        // broadcast keeps in its window here: their messages are being dropped as too early.
+        let behind = self.peers_reached(state).is_some_and(|round| {
+            round
+                >= self
+                    .executed_next
+                    .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED / 2)
+        });
+        // Or not told yet: fewer than `t + 1` peers answered the last `Hello` (a peer that was
+        // reconnecting, or restarting itself, may have lost it or its answer).
+        let untold = state.answered_hello.len() < self.threshold();
+        if (behind || untold)
+            && state.transfer.is_none()
+            && state.last_hello.elapsed() > HELLO_RETRY
+        {
             state.hello_round = None;
             self.say_hello(state);
+            // A certificate known already whose transfer found no peer to ask, or gave up.
+            if let Some(best) = state.best_certificate.clone() {
+                self.consider_certificate(state, best);
+            }
         }
+        self.update_catching_up(state);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -408,7 +483,8 @@ impl Coordinator {
                 peer,
                 accepted,
                 next_round,
-            } => self.on_transfer_done(state, peer, accepted, next_round),
+                certificate,
+            } => self.on_transfer_done(state, peer, accepted, next_round, certificate),
             Event::Fatal(error) => {
                 error!(server = %self.me, %error, "the replica cannot continue");
                 return false;
@@ -1130,6 +1206,12 @@ impl Coordinator {
                     );
                     return;
                 }
+                // The peer executed the statement's round: where it stands at least (a share
+                // proves nothing about the group, only that this peer claims it; a false claim
+                // costs a `Hello` every `HELLO_RETRY` and a transfer request that times out).
+                let claimed = statement.round.saturating_add(1);
+                let known = state.peer_rounds.entry(from).or_insert(claimed);
+                *known = (*known).max(claimed);
                 if statement.round
                     >= self
                         .executed_next
@@ -1146,7 +1228,7 @@ impl Coordinator {
                     next_round: self.executed_next,
                     certificate: self.certificate.clone(),
                 };
-                self.send(from, &status);
+                self.send_control(from, &status);
             }
             NodeMessage::Status {
                 next_round,
@@ -1280,6 +1362,7 @@ impl Coordinator {
         certificate: Option<CheckpointCertificate>,
     ) {
         state.peer_rounds.insert(from, next_round);
+        state.answered_hello.insert(from);
         if let Some(certificate) = certificate
             && certificate.statement.round >= self.executed_next
         {
@@ -1296,6 +1379,7 @@ impl Coordinator {
             // Atomic broadcast's own catch-up brings the rounds no certificate covers.
             let _ = self.catch_up.send(next_round - 1);
         }
+        self.update_catching_up(state);
     }
 
     /// A verified certificate: if it covers rounds this server has not executed, fetch them.
@@ -1345,8 +1429,8 @@ impl Coordinator {
             return;
         };
         tried.insert(peer);
-        info!(%peer, from_round = self.executed_next, to_round = round, "state transfer");
-        self.send(
+        info!(%peer, from_round = self.executed_next, certified = round, "state transfer");
+        self.send_control(
             peer,
             &NodeMessage::FetchRounds {
                 from_round: self.executed_next,
@@ -1401,9 +1485,34 @@ impl Coordinator {
             return;
         }
         let Some(certificate) = certificate else {
+            if transfer.records.is_empty() {
+                // Nothing to serve (the peer holds no certificate at or after the round asked
+                // for): the next peer.
+                let Some(transfer) = state.transfer.take() else {
+                    return;
+                };
+                debug!(peer = %from, "state transfer peer has nothing to serve");
+                self.start_transfer(state, transfer.target, transfer.tried);
+            }
             return;
         };
-        // The last part: its certificate must verify; the executor checks the log against it.
+        // The last part: its certificate must verify and cover the rounds sent (an honest peer
+        // ends every transfer at a certificate at or after the round asked for); the executor
+        // checks the log against it.
+        let covers =
+            certificate.statement.round + 1 == transfer.from_round + transfer.records.len() as u64;
+        if !covers {
+            let Some(transfer) = state.transfer.take() else {
+                return;
+            };
+            self.fault(
+                from,
+                "invalid_value",
+                "a transfer that does not end at its certificate",
+            );
+            self.start_transfer(state, transfer.target, transfer.tried);
+            return;
+        }
         if certificate
             .verify(&self.group, self.instance.as_bytes())
             .is_err()
@@ -1443,6 +1552,7 @@ impl Coordinator {
         peer: ServerId,
         accepted: bool,
         next_round: u64,
+        applied: Option<Box<CheckpointCertificate>>,
     ) {
         self.executed_next = self.executed_next.max(next_round);
         let Some(transfer) = state.transfer.take() else {
@@ -1457,12 +1567,13 @@ impl Coordinator {
             self.start_transfer(state, transfer.target, transfer.tried);
             return;
         }
-        if self
-            .certificate
-            .as_ref()
-            .is_none_or(|latest| latest.statement.round < transfer.target.statement.round)
+        if let Some(applied) = applied
+            && self
+                .certificate
+                .as_ref()
+                .is_none_or(|latest| latest.statement.round < applied.statement.round)
         {
-            self.certificate = Some(transfer.target.clone());
+            self.certificate = Some(*applied);
         }
         // More certified rounds may be out there; the tail comes from atomic broadcast.
         if let Some(best) = state.best_certificate.clone()
@@ -1475,10 +1586,11 @@ impl Coordinator {
             let _ = self.catch_up.send(highest - 1);
         }
         self.say_hello(state);
+        self.update_catching_up(state);
     }
 
-    /// Sends `peer` the rounds from `from_round` up to the first stored certificate at or after
-    /// it, in parts of at most [`TRANSFER_REPLY_BYTES_MAX`], the certificate on the last part.
+    /// Sends `peer` the rounds from `from_round` up to a stored certificate (see [`serve`]), in
+    /// parts of at most [`TRANSFER_REPLY_BYTES_MAX`], the certificate on the last part.
     fn serve_rounds(
         &self,
         state: &mut State,
@@ -1502,6 +1614,10 @@ impl Coordinator {
     }
 }
 
+/// Serves one `FetchRounds`: the rounds from `from_round` on, ending at a certificate this
+/// server holds the log for — its latest one while the records sent stay below
+/// [`TRANSFER_ROUNDS_BYTES_MAX`], else the first one after that many bytes. An empty reply
+/// without a certificate when it has none at or after `from_round`.
 async fn serve(
     store: Arc<Store>,
     links: LinksHandle,
@@ -1509,23 +1625,47 @@ async fn serve(
     from_round: u64,
 ) -> Result<(), String> {
     let reader = store.clone();
-    let certificate = tokio::task::spawn_blocking(move || reader.certificate_from(from_round))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    let Some(certificate) = certificate else {
+    let latest = tokio::task::spawn_blocking(move || {
+        // Certificates may be formed from peers' shares before this server executed their
+        // round: only those within its own log can be served.
+        let executed = reader.state()?.next_round;
+        match executed.checked_sub(1) {
+            Some(last_executed) => reader.certificate_through(last_executed),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let Some(latest) = latest.filter(|latest| latest.statement.round >= from_round) else {
         let empty = NodeMessage::Rounds {
             records: Vec::new(),
             certificate: None,
         };
         return links
-            .send(peer, Bytes::from(empty.to_bytes()))
+            .send_control(peer, Bytes::from(empty.to_bytes()))
             .await
             .map_err(|e| e.to_string());
     };
-    let last = certificate.statement.round;
+    let mut certificate = latest;
     let mut next = from_round;
-    while next <= last {
+    let mut sent = 0;
+    loop {
+        if sent >= TRANSFER_ROUNDS_BYTES_MAX {
+            // Enough for one transfer: end at the first certificate from here (there is one:
+            // the latest lies at or after `next`).
+            let reader = store.clone();
+            let first = tokio::task::spawn_blocking(move || reader.certificate_from(next))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            if let Some(first) = first
+                && first.statement.round < certificate.statement.round
+            {
+                certificate = first;
+            }
+        }
+        let last = certificate.statement.round;
         let reader = store.clone();
         let records = tokio::task::spawn_blocking(move || {
             reader.rounds(next, last, TRANSFER_REPLY_BYTES_MAX)
@@ -1536,15 +1676,19 @@ async fn serve(
         let Some(end) = records.last().map(|record| record.round) else {
             return Err(format!("round {next} missing from the log"));
         };
+        sent += records.iter().map(RoundRecord::encoded_len).sum::<usize>();
+        let done = end >= last;
         let message = NodeMessage::Rounds {
             records,
-            certificate: (end == last).then(|| certificate.clone()),
+            certificate: done.then(|| certificate.clone()),
         };
         links
-            .send(peer, Bytes::from(message.to_bytes()))
+            .send_control(peer, Bytes::from(message.to_bytes()))
             .await
             .map_err(|e| e.to_string())?;
+        if done {
+            return Ok(());
+        }
         next = end + 1;
     }
-    Ok(())
 }

@@ -334,6 +334,7 @@ impl Executor {
                 peer,
                 accepted: true,
                 next_round: self.next_round,
+                certificate: None,
             });
             return Ok(());
         }
@@ -370,6 +371,7 @@ impl Executor {
                 peer,
                 accepted: false,
                 next_round: self.next_round,
+                certificate: None,
             });
             return Ok(());
         }
@@ -405,6 +407,7 @@ impl Executor {
             peer,
             accepted: true,
             next_round: self.next_round,
+            certificate: Some(Box::new(certificate)),
         });
         Ok(())
     }

@@ -9,11 +9,12 @@
 //!   ciphertext (`Ciphertext::to_bytes`) of an encoded service request for secure causal atomic
 //!   broadcast; the answer is the `SignedAnswer` of the plaintext (`400` for a ciphertext that
 //!   does not decode or is not valid for the group: it is never ordered).
-//! * `GET /health` → `{"server", "height", "round", "peers_connected"}`; `GET /metrics` →
-//!   Prometheus text.
+//! * `GET /health` → `{"server", "height", "log_digest", "round", "peers_connected",
+//!   "catching_up"}`; `GET /metrics` → Prometheus text.
 //! * Errors: `400` malformed input (with a message), `413` body over
-//!   [`crate::Tunables::http_body_bytes_max`], `503` overload (queues full), `504` no answer
-//!   within [`crate::Tunables::request_timeout`].
+//!   [`crate::Tunables::http_body_bytes_max`], `503` overload (queues full) or catching up (a
+//!   checkpoint certificate shows this server too far behind to answer soon: the client should
+//!   ask another server), `504` no answer within [`crate::Tunables::request_timeout`].
 //!
 //! Streaming: a TCP connection carries frames `[u32 length][u64 id][request]` from the client and
 //! `[u32 length][u64 id][u8 status][payload]` back (big-endian; `length` counts what follows
@@ -171,6 +172,7 @@ impl Gateway {
         }
         let ciphertext = Ciphertext::from_bytes(body)
             .map_err(|error| Failure::Malformed(format!("not a TDH2 ciphertext: {error}")))?;
+        self.refuse_while_catching_up()?;
         let digest: [u8; 32] = Sha256::digest(ciphertext.to_bytes()).into();
         let (answer_tx, answer_rx) = oneshot::channel();
         let request = Request::Confidential {
@@ -208,6 +210,7 @@ impl Gateway {
                 self.request_bytes_max
             )));
         }
+        self.refuse_while_catching_up()?;
         let digest: [u8; 32] = Sha256::digest(&request).into();
         let (answer_tx, answer_rx) = oneshot::channel();
         self.registrations
@@ -217,6 +220,18 @@ impl Gateway {
             })
             .map_err(|_| Failure::Overloaded("too many clients waiting".into()))?;
         self.wait(Request::Plain(request), answer_rx).await
+    }
+
+    /// A server that a checkpoint certificate shows far behind the group cannot answer before
+    /// its state transfer is done: the client is told at once (`503`) and asks another server
+    /// rather than wait out its timeout here.
+    fn refuse_while_catching_up(&self) -> Result<(), Failure> {
+        if self.metrics.catching_up.load(Ordering::Relaxed) {
+            return Err(Failure::Overloaded(
+                "this server is catching up with the group; ask another".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Hands `request` to the protocol task, waits for its answer on `answer_rx`.
@@ -333,6 +348,8 @@ struct Health {
     log_digest: String,
     round: u64,
     peers_connected: usize,
+    /// Too far behind the group to answer clients (they get `503`); catching up.
+    catching_up: bool,
 }
 
 async fn health(State(gateway): State<Gateway>) -> axum::Json<Health> {
@@ -344,6 +361,7 @@ async fn health(State(gateway): State<Gateway>) -> axum::Json<Health> {
         log_digest: hex::encode(log_digest),
         round: gateway.metrics.next_round.load(Ordering::Relaxed),
         peers_connected: links.peers.iter().filter(|peer| peer.connected).count(),
+        catching_up: gateway.metrics.catching_up.load(Ordering::Relaxed),
     })
 }
 

@@ -110,8 +110,8 @@ pub enum NodeMessage {
         /// The sender's latest checkpoint certificate.
         certificate: Option<CheckpointCertificate>,
     },
-    /// "Send me your log from round `from_round` up to the first checkpoint certificate at or
-    /// after it" (state transfer).
+    /// "Send me your log from round `from_round` up to a checkpoint certificate at or after
+    /// it" (state transfer: the peer's latest one, or the first after 32 MiB of records).
     FetchRounds {
         /// The first round wanted.
         from_round: u64,

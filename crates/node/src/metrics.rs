@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use sintra_crypto::ServerId;
 use sintra_net::LinkMetrics;
@@ -57,6 +57,9 @@ pub struct Metrics {
     pub execution_queue: AtomicU64,
     /// Clients waiting for an answer.
     pub waiting_clients: AtomicU64,
+    /// A verified checkpoint certificate shows this server at least `ROUNDS_RETAINED` rounds
+    /// behind: it catches up by state transfer, and its gateway sends clients elsewhere (`503`).
+    pub catching_up: AtomicBool,
     faults: Mutex<BTreeMap<(u16, &'static str), u64>>,
     /// The log height and the chained log digest at that height, read together so that `/health`
     /// never pairs a height with another height's digest.
@@ -246,6 +249,12 @@ impl Metrics {
             load(&self.waiting_clients),
         );
         gauge(
+            "catching_up",
+            "1 while a certificate shows this server too far behind to answer clients.",
+            "gauge",
+            u64::from(self.catching_up.load(Ordering::Relaxed)),
+        );
+        gauge(
             "link_frames_sent_total",
             "Link frames sent.",
             "counter",
@@ -268,6 +277,12 @@ impl Metrics {
             "Duplicate link frames dropped.",
             "counter",
             links.duplicates_dropped,
+        );
+        gauge(
+            "link_frames_dropped_stale_total",
+            "Link messages for a peer's previous process, dropped when it restarted.",
+            "counter",
+            links.frames_dropped_stale,
         );
         gauge(
             "link_handshakes_refused_total",
@@ -310,6 +325,11 @@ impl Metrics {
                 out,
                 "sintra_peer_queue_depth{{server=\"{id}\",peer=\"{peer_id}\"}} {}",
                 peer.queued
+            );
+            let _ = writeln!(
+                out,
+                "sintra_peer_control_queue_depth{{server=\"{id}\",peer=\"{peer_id}\"}} {}",
+                peer.control_queued
             );
             let _ = writeln!(
                 out,

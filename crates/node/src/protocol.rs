@@ -246,8 +246,10 @@ impl ProtocolTask {
         debug!(server = %self.party.id, "protocol task stopped");
     }
 
-    /// Rebuilds atomic broadcast at a later round after a state transfer. Never goes back.
-    /// (Secure causal atomic broadcast is not rebuilt: its outcome reaches the service through
+    /// Moves atomic broadcast forward to a later round after a state transfer
+    /// ([`Abc::advance_to`]: what it knows of that round and later ones stays, so replies to
+    /// its earlier requests are not taken for faults). Never goes back.
+    /// (Secure causal atomic broadcast is not moved: its outcome reaches the service through
     /// the plain log, which the transfer brought.)
     async fn rebuild(&mut self, point: ResumePoint) -> bool {
         if point.next_round <= self.abc.round() {
@@ -259,22 +261,19 @@ impl ProtocolTask {
             to = point.next_round,
             "atomic broadcast resumes after a state transfer"
         );
-        // Whatever the old instance may have sent stays fenced for the new one.
+        // Whatever it may have sent stays fenced, as the send fence rules say for a rebuilt
+        // instance (conservative: the kept rounds remember their own messages; the cost is
+        // silence in at most the few rounds the old position had reached).
         self.silent_through = self.silent_through.max(self.max_round_emitted);
-        self.abc = Abc::resume(
-            self.instance.clone(),
-            self.config,
+        self.reported_round = point.next_round;
+        self.positions = point.height;
+        let step = self.abc.advance_to(
+            &mut self.party,
             point.next_round,
             point.height,
             point.recent,
         );
-        self.reported_round = point.next_round;
-        self.positions = point.height;
-        // Only the plain instance's messages are dropped; the other's stay valid.
-        let instance = self.instance.clone();
-        self.loopback
-            .retain(|message| !message.instance.is_within(&instance));
-        true
+        self.handle_step(Stepped::Plain(step)).await
     }
 
     /// The step of the protocol a message is for, or `None` (a fault) when it is for neither.

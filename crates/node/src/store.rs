@@ -523,6 +523,25 @@ impl Store {
         }
     }
 
+    /// The certificate of the last checkpoint at or before `round`.
+    pub fn certificate_through(
+        &self,
+        round: u64,
+    ) -> Result<Option<CheckpointCertificate>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.io(e))?;
+        let table = txn.open_table(CHECKPOINTS).map_err(|e| self.io(e))?;
+        let mut range = table.range(..=round).map_err(|e| self.io(e))?;
+        match range.next_back() {
+            None => Ok(None),
+            Some(entry) => {
+                let (_, value) = entry.map_err(|e| self.io(e))?;
+                CheckpointCertificate::from_bytes(value.value())
+                    .map(Some)
+                    .map_err(|e| self.damaged("checkpoints", e.to_string()))
+            }
+        }
+    }
+
     /// The latest certificate.
     pub fn latest_certificate(&self) -> Result<Option<CheckpointCertificate>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;

@@ -376,6 +376,54 @@ impl Abc {
         abc
     }
 
+    /// Moves this instance forward to `next_round`, at position `delivered_count`, after the
+    /// rounds before it were delivered by other means (a runtime's certified state transfer).
+    /// `recent` restores the deduplication window as in [`Abc::resume`].
+    ///
+    /// Unlike a fresh [`Abc::resume`], what this instance knows of `next_round` and later rounds
+    /// stays: their broadcasts, agreements, decisions and batch fetches under way, so replies to
+    /// what it asked before are still expected (a fresh instance would take them for
+    /// unexpected messages and blame honest peers), and it never contradicts what it sent in
+    /// those rounds. The rounds before `next_round` are dropped (this server did not deliver
+    /// them itself, so it keeps nothing to serve late peers from), and so is the pending queue,
+    /// as after a restart: a request pending here may have been delivered in the skipped
+    /// rounds. A `next_round` at or before the current round changes nothing. The step holds
+    /// what became possible (a kept round that is complete is delivered).
+    pub fn advance_to(
+        &mut self,
+        party: &mut Party,
+        next_round: u64,
+        delivered_count: u64,
+        recent: impl IntoIterator<Item = (u64, Digest)>,
+    ) -> Step<Delivered> {
+        let mut step = Step::new();
+        if next_round <= self.current {
+            return step;
+        }
+        self.current = next_round;
+        self.positions = delivered_count;
+        self.rounds = self.rounds.split_off(&next_round);
+        self.retired.clear();
+        self.told = self.told.split_off(&next_round);
+        self.catch_up_waiting
+            .retain(|_, asked| *asked >= next_round);
+        self.catch_up_asked = self.catch_up_asked.filter(|asked| *asked >= next_round);
+        self.pending = Pending::default();
+        let oldest_kept = next_round.saturating_sub(DEDUP_ROUNDS - 1);
+        let mut recent: Vec<(u64, Digest)> = recent
+            .into_iter()
+            .filter(|(round, _)| *round >= oldest_kept && *round < next_round)
+            .collect();
+        recent.sort_by_key(|(round, _)| *round);
+        self.delivered = DeliveredDigests::default();
+        for (round, digest) in recent {
+            self.delivered.insert(round, digest);
+        }
+        // A kept round may be complete already.
+        self.progress(party, &mut step);
+        step
+    }
+
     /// Tells this server that peers delivered rounds up to `round`: for every round up to it
     /// that it has not delivered, it asks the others for the decision (`CATCH-UP`, once per
     /// round) and then fetches the decided batches — the in-protocol catch-up, which reaches

@@ -572,6 +572,76 @@ fn a_resumed_server_behind_the_others_catches_up_when_told_where_they_are() {
     assert!(net.faults.is_empty(), "{:?}", net.faults);
 }
 
+/// Server 4 falls far behind (its messages wait aside while the others run more rounds than
+/// they keep for late servers) and is moved forward, as a runtime does after a certified state
+/// transfer, to the others' round with their log's deduplication window. Then it receives what
+/// waited for it — messages of the skipped rounds and of later ones — and blames nobody, agrees
+/// with the others on every later round, and skips a copy of a request delivered in the
+/// skipped rounds.
+#[test]
+fn a_server_advanced_past_a_transfer_continues_with_the_others() {
+    let config = small_config();
+    let mut net = network(4, 23, &[], config);
+    let mut expected = BTreeSet::new();
+    net.call(id(1), |abc, party| abc.submit(party, request(0)).unwrap());
+    expected.insert(request(0));
+    net.run();
+    net.hold(id(4));
+    for i in 1..=2 * ROUNDS_RETAINED as usize {
+        net.call(id(1 + (i as u16 % 3)), |abc, party| {
+            abc.submit(party, request(i)).unwrap()
+        });
+        expected.insert(request(i));
+        net.run();
+    }
+    let ahead = net.nodes[0].round();
+    assert!(
+        net.nodes[3].round() + ROUNDS_RETAINED < ahead,
+        "server 4 fell behind what the others keep"
+    );
+    // The transfer: server 1's log up to its round.
+    let log = net.outputs[&id(1)].clone();
+    let recent: Vec<(u64, Digest)> = log
+        .iter()
+        .map(|delivered| {
+            (
+                delivered.round,
+                request_digest(&instance(), &delivered.request),
+            )
+        })
+        .collect();
+    let mine = net.outputs.get(&id(4)).map_or(0, Vec::len);
+    net.outputs
+        .entry(id(4))
+        .or_default()
+        .extend(log[mine..].iter().cloned());
+    net.call(id(4), |abc, party| {
+        abc.advance_to(party, ahead, log.len() as u64, recent)
+    });
+    assert_eq!(net.nodes[3].round(), ahead);
+    assert_eq!(net.nodes[3].delivered_count(), log.len() as u64);
+    // A round at or before the current one changes nothing.
+    net.call(id(4), |abc, party| {
+        abc.advance_to(party, ahead - 1, 0, Vec::new())
+    });
+    assert_eq!(net.nodes[3].round(), ahead);
+    net.release(id(4));
+    net.run();
+    // A copy of a request delivered in the skipped rounds: ignored, as elsewhere.
+    net.call(id(4), |abc, party| abc.submit(party, request(3)).unwrap());
+    assert_eq!(net.nodes[3].pending(), 0, "the dedup window was restored");
+    for i in 100..104 {
+        net.call(id(1 + (i as u16 % 4)), |abc, party| {
+            abc.submit(party, request(i)).unwrap()
+        });
+        expected.insert(request(i));
+        net.run();
+    }
+    assert_total_order(&net, &expected);
+    assert!(net.nodes[3].round() > ahead, "server 4 took part again");
+    assert!(net.faults.is_empty(), "{:?}", net.faults);
+}
+
 /// Server 4 behaves like a Byzantine broadcaster that leaves server 3 out: nothing of its batch
 /// broadcasts reaches server 3, though its batches get certified by the others. Whenever the
 /// decision includes one, server 3 fetches the batch by its certificate.
