@@ -1467,32 +1467,23 @@ impl Coordinator {
             .enumerate()
             .all(|(offset, record)| record.round == expected + offset as u64);
         if !contiguous {
-            let Some(transfer) = state.transfer.take() else {
-                return;
-            };
             self.fault(from, "invalid_value", "transferred rounds out of order");
-            self.start_transfer(state, transfer.target, transfer.tried);
+            self.ask_next_transfer_peer(state);
             return;
         }
         transfer.bytes += records.iter().map(RoundRecord::encoded_len).sum::<usize>();
         transfer.records.extend(records);
         if transfer.bytes > TRANSFER_BUFFER_BYTES_MAX {
-            let Some(transfer) = state.transfer.take() else {
-                return;
-            };
             warn!(peer = %from, "state transfer exceeds the buffer; giving up on this peer");
-            self.start_transfer(state, transfer.target, transfer.tried);
+            self.ask_next_transfer_peer(state);
             return;
         }
         let Some(certificate) = certificate else {
             if transfer.records.is_empty() {
                 // Nothing to serve (the peer holds no certificate at or after the round asked
                 // for): the next peer.
-                let Some(transfer) = state.transfer.take() else {
-                    return;
-                };
                 debug!(peer = %from, "state transfer peer has nothing to serve");
-                self.start_transfer(state, transfer.target, transfer.tried);
+                self.ask_next_transfer_peer(state);
             }
             return;
         };
@@ -1502,30 +1493,24 @@ impl Coordinator {
         let covers =
             certificate.statement.round + 1 == transfer.from_round + transfer.records.len() as u64;
         if !covers {
-            let Some(transfer) = state.transfer.take() else {
-                return;
-            };
             self.fault(
                 from,
                 "invalid_value",
                 "a transfer that does not end at its certificate",
             );
-            self.start_transfer(state, transfer.target, transfer.tried);
+            self.ask_next_transfer_peer(state);
             return;
         }
         if certificate
             .verify(&self.group, self.instance.as_bytes())
             .is_err()
         {
-            let Some(transfer) = state.transfer.take() else {
-                return;
-            };
             self.fault(
                 from,
                 "invalid_proof",
                 "checkpoint certificate of a transfer",
             );
-            self.start_transfer(state, transfer.target, transfer.tried);
+            self.ask_next_transfer_peer(state);
             return;
         }
         let records = std::mem::take(&mut transfer.records);
@@ -1536,6 +1521,13 @@ impl Coordinator {
             certificate,
         };
         self.hand_to_executor(state, input);
+    }
+
+    /// Gives up on the transfer's current peer and asks the next one for the same target.
+    fn ask_next_transfer_peer(&mut self, state: &mut State) {
+        if let Some(transfer) = state.transfer.take() {
+            self.start_transfer(state, transfer.target, transfer.tried);
+        }
     }
 
     fn hand_to_executor(&self, state: &mut State, input: ExecInput) {
