@@ -78,6 +78,9 @@ pub const SUBMIT_QUEUE_MAX: usize = 4096;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default of [`Tunables::http_body_bytes_max`] (a kv put of a 60 KiB value fits).
 pub const HTTP_BODY_BYTES_MAX: usize = 64 << 10;
+/// The longest a stopping replica drains (finishes the rounds under way) before it stops anyway:
+/// peers that are gone cannot help finish a round.
+pub const DRAIN_MAX: Duration = Duration::from_secs(5);
 /// The streaming port is the gateway port plus this when the configuration names none.
 pub const STREAM_PORT_OFFSET: u16 = 1000;
 
@@ -233,6 +236,8 @@ pub struct Node {
     metrics: Arc<Metrics>,
     store: Arc<Store>,
     shutdown: watch::Sender<bool>,
+    drain: watch::Sender<bool>,
+    drained: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -378,6 +383,8 @@ impl Node {
             .next_round
             .store(stored.next_round, std::sync::atomic::Ordering::Relaxed);
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (drain, drain_rx) = watch::channel(false);
+        let (drained_tx, drained) = watch::channel(false);
         let (outbound_tx, outbound_rx) = mpsc::channel(protocol::OUTBOUND_QUEUE_MAX);
         let (execution_tx, execution_rx) = mpsc::channel(executor::EXECUTION_QUEUE_MAX);
         let (peer_tx, peer_rx) = mpsc::channel(coordinator::PEER_QUEUE_MAX);
@@ -425,6 +432,11 @@ impl Node {
             opened: VecDeque::new(),
             registrations: register_tx.clone(),
             max_round_emitted: None,
+            scabc_max_round_emitted: None,
+            drain: drain_rx,
+            drained: drained_tx,
+            draining: false,
+            open_round_seen: None,
             reported_round: stored.next_round,
             positions: stored.height,
             incoming,
@@ -547,6 +559,8 @@ impl Node {
             metrics,
             store,
             shutdown,
+            drain,
+            drained,
             tasks,
             threads,
         })
@@ -587,18 +601,32 @@ impl Node {
         self.store.log(from, to)
     }
 
-    /// Stops accepting clients, stops the tasks, lets the executor finish the rounds it was
-    /// given (each committed to the store), closes the links and the store.
+    /// Stops the replica: first drains — takes no new requests, starts no round, finishes the
+    /// rounds under way (at most [`DRAIN_MAX`]; docs/node.md, "Stopping") — then stops the
+    /// tasks, lets the executor finish the rounds it was given (each committed to the store),
+    /// lowers the send fence to the last round sent in, closes the links and the store.
     pub async fn shutdown(self) {
         let Self {
             id,
             links,
             store,
             shutdown,
+            drain,
+            mut drained,
             tasks,
             threads,
             ..
         } = self;
+        let _ = drain.send(true);
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(DRAIN_MAX, drained.wait_for(|done| *done)).await {
+            Ok(_) => info!(server = %id, ms = started.elapsed().as_millis() as u64, "drained"),
+            Err(_) => warn!(
+                server = %id,
+                "not drained within {} s (peers gone?): stopping with rounds under way",
+                DRAIN_MAX.as_secs()
+            ),
+        }
         let _ = shutdown.send(true);
         for task in tasks {
             // The tasks watch the shutdown flag; the gateway lets requests in progress finish

@@ -21,10 +21,20 @@
 //! fence of their own. Decryption shares are not fenced: a share's value is deterministic (only
 //! its proof is randomised), so a share made again after a restart contradicts nothing, and it
 //! is made only once its position is ordered.
+//!
+//! **Stopping.** A fence is what keeps a restarted server honest, and it is also what can keep a
+//! restarted *group* silent: if more than `t` servers are fenced in a round nobody finished, the
+//! round never finishes. So a stopping server first *drains* (docs/node.md, "Stopping"): it takes
+//! no new requests, starts no round of its own ([`Abc::set_draining`]), finishes the rounds it or
+//! a peer started, and reports that it is done once every round it sent a message in is delivered
+//! and no message of an unfinished round came for [`DRAIN_QUIET`]. The sender task then lowers the
+//! stored fence to the last round it really sent in (also whenever it has been idle for
+//! [`FENCE_IDLE`]), so a group stopped together — or crashed while idle — resumes where it was.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
@@ -124,6 +134,18 @@ pub(crate) const OUTBOUND_QUEUE_MAX: usize = 1024;
 /// needed once every few rounds rather than for every round.
 pub(crate) const FENCE_STRIDE: u64 = 8;
 
+/// After this long without anything to send, the sender task lowers the stored fences to the last
+/// rounds it sent in (one store write per idle spell), so that a group crashed while idle is not
+/// fenced in rounds nobody ran.
+pub(crate) const FENCE_IDLE: Duration = Duration::from_secs(1);
+
+/// A draining server is done only once no message of a round it has not delivered came for this
+/// long (a peer may have started a round whose first messages are still on their way).
+pub(crate) const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
+/// How often a draining protocol task looks whether it is done.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 pub(crate) struct ProtocolTask {
     pub party: Party,
     pub abc: Abc,
@@ -147,6 +169,16 @@ pub(crate) struct ProtocolTask {
     pub registrations: mpsc::Sender<Register>,
     /// The highest round of a fenced message handed to the sender.
     pub max_round_emitted: Option<u64>,
+    /// The same for the ordering rounds of secure causal atomic broadcast.
+    pub scabc_max_round_emitted: Option<u64>,
+    /// Set when the node starts stopping: drain (see the module documentation).
+    pub drain: watch::Receiver<bool>,
+    /// Set once drained.
+    pub drained: watch::Sender<bool>,
+    /// Draining now.
+    pub draining: bool,
+    /// When a message of a round not delivered here last came.
+    pub open_round_seen: Option<Instant>,
     /// The next round to report to the executor (rounds are reported even when empty).
     pub reported_round: u64,
     /// The next position (the log height atomic broadcast reached).
@@ -199,6 +231,12 @@ impl ProtocolTask {
                         break;
                     }
                 }
+                changed = self.drain.changed(), if !self.draining => {
+                    if changed.is_err() || *self.drain.borrow() {
+                        self.start_draining();
+                    }
+                }
+                () = tokio::time::sleep(DRAIN_POLL), if self.draining => {}
                 changed = self.resume.changed() => {
                     if changed.is_err() {
                         break;
@@ -242,8 +280,53 @@ impl ProtocolTask {
             self.metrics
                 .pending_requests
                 .store(self.abc.pending() as u64, Ordering::Relaxed);
+            if self.draining && !*self.drained.borrow() && self.is_drained() {
+                info!(
+                    server = %self.party.id,
+                    round = self.abc.round(),
+                    last_round_sent = ?self.max_round_emitted,
+                    "drained: every round this server sent in is delivered"
+                );
+                let _ = self.drained.send(true);
+            }
         }
         debug!(server = %self.party.id, "protocol task stopped");
+    }
+
+    fn start_draining(&mut self) {
+        self.draining = true;
+        self.abc.set_draining(true);
+        self.scabc.set_draining(true);
+        info!(
+            server = %self.party.id,
+            round = self.abc.round(),
+            last_round_sent = ?self.max_round_emitted,
+            pending = self.abc.pending(),
+            "draining: no new requests or rounds; finishing the rounds under way"
+        );
+    }
+
+    /// Every round this server sent a message in is delivered here, in both atomic broadcasts,
+    /// and no message of an unfinished round came for [`DRAIN_QUIET`].
+    fn is_drained(&self) -> bool {
+        self.max_round_emitted
+            .is_none_or(|round| round < self.abc.round())
+            && self
+                .scabc_max_round_emitted
+                .is_none_or(|round| round < self.scabc.abc().round())
+            && self
+                .open_round_seen
+                .is_none_or(|seen| seen.elapsed() >= DRAIN_QUIET)
+    }
+
+    /// Notes when a message of a round not delivered here arrives (see [`Self::is_drained`]).
+    fn note_open_round(&mut self, message: &Message) {
+        let open = round_of(&self.instance, message).is_some_and(|round| round >= self.abc.round())
+            || round_of(self.scabc.abc().instance(), message)
+                .is_some_and(|round| round >= self.scabc.abc().round());
+        if open {
+            self.open_round_seen = Some(Instant::now());
+        }
     }
 
     /// Moves atomic broadcast forward to a later round after a state transfer
@@ -306,15 +389,20 @@ impl ProtocolTask {
             }
         };
         match message {
-            NodeMessage::Protocol(message) => match self.route(from, &message) {
-                Some(step) => self.handle_step(step).await,
-                None => {
-                    self.metrics
-                        .fault(from, fault_name(FaultKind::UnexpectedMessage));
-                    warn!(peer = %from, instance = %message.instance, "message for an unknown instance");
-                    true
+            NodeMessage::Protocol(message) => {
+                self.note_open_round(&message);
+                match self.route(from, &message) {
+                    Some(step) => self.handle_step(step).await,
+                    None => {
+                        self.metrics
+                            .fault(from, fault_name(FaultKind::UnexpectedMessage));
+                        warn!(peer = %from, instance = %message.instance, "message for an unknown instance");
+                        true
+                    }
                 }
-            },
+            }
+            // A draining server starts nothing new; the peer keeps the request.
+            NodeMessage::Forward { .. } if self.draining => true,
             NodeMessage::Forward { request } => {
                 match self.abc.submit(&mut self.party, request) {
                     Ok(step) => self.handle_step(Stepped::Plain(step)).await,
@@ -374,6 +462,10 @@ impl ProtocolTask {
 
     async fn on_submission(&mut self, submission: Submission) -> bool {
         let Submission { request, reply } = submission;
+        if self.draining {
+            let _ = reply.send(Err(SubmitError::Stopping));
+            return true;
+        }
         match request {
             Request::Plain(request) => self.on_plain(request, reply).await,
             Request::Confidential {
@@ -584,8 +676,14 @@ impl ProtocolTask {
                 self.metrics.fenced_messages.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            if let Some((FenceSpace::Abc, round)) = fenced {
-                self.max_round_emitted = self.max_round_emitted.max(Some(round));
+            match fenced {
+                Some((FenceSpace::Abc, round)) => {
+                    self.max_round_emitted = self.max_round_emitted.max(Some(round));
+                }
+                Some((FenceSpace::ScabcRounds, round)) => {
+                    self.scabc_max_round_emitted = self.scabc_max_round_emitted.max(Some(round));
+                }
+                _ => {}
             }
             // A decryption share raises the share fence (not a silence: see the module
             // documentation), which tells this server after a restart which positions to ask
@@ -714,7 +812,9 @@ pub(crate) fn fault_name(kind: FaultKind) -> &'static str {
 
 /// The sender task: raises the durable fence before a message of a new round leaves, then queues
 /// messages on the links without ever waiting for a peer (a full peer queue drops the message
-/// for that peer and counts it: up to `t` peers may be faulty forever).
+/// for that peer and counts it: up to `t` peers may be faulty forever). After [`FENCE_IDLE`]
+/// without anything to send, and when it stops, it lowers the stored round fences to the last
+/// rounds it really sent in (see the module documentation).
 pub(crate) async fn sender_loop(
     mut outbound: mpsc::Receiver<Vec<Outbound>>,
     links: LinksHandle,
@@ -723,33 +823,33 @@ pub(crate) async fn sender_loop(
     metrics: Arc<Metrics>,
     fence_value: Arc<AtomicU64>,
 ) {
-    let mut fences = fences;
-    while let Some(batch) = outbound.recv().await {
+    let mut fences = Fences {
+        stored: fences,
+        sent: BTreeMap::new(),
+        store,
+        metrics,
+        fence_value,
+    };
+    loop {
+        let batch = match tokio::time::timeout(FENCE_IDLE, outbound.recv()).await {
+            Ok(Some(batch)) => batch,
+            Ok(None) => break,
+            Err(_idle) => {
+                if !fences.lower().await {
+                    return;
+                }
+                // Idle until the next batch: nothing more to lower.
+                match outbound.recv().await {
+                    Some(batch) => batch,
+                    None => break,
+                }
+            }
+        };
         for message in batch {
             if let Some((space, round)) = message.fenced
-                && fences.get(&space).is_none_or(|fence| round > *fence)
+                && !fences.cover(space, round).await
             {
-                let raised = round.saturating_add(FENCE_STRIDE);
-                let writer = store.clone();
-                let written =
-                    tokio::task::spawn_blocking(move || writer.set_fence_of(space, raised)).await;
-                match written {
-                    Ok(Ok(())) => {
-                        fences.insert(space, raised);
-                        if space == FenceSpace::Abc {
-                            fence_value.store(raised, Ordering::Relaxed);
-                            metrics.fence.store(raised, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(Err(error)) => {
-                        error!(%error, "cannot record the send fence; sending stops");
-                        return;
-                    }
-                    Err(error) => {
-                        error!(%error, "the fence writer failed; sending stops");
-                        return;
-                    }
-                }
+                return;
             }
             let refused = match message.to {
                 Target::All => links.broadcast(message.bytes),
@@ -762,12 +862,83 @@ pub(crate) async fn sender_loop(
             for error in refused {
                 match error {
                     SendError::Full(peer) => {
-                        metrics.link_queue_full.fetch_add(1, Ordering::Relaxed);
+                        fences
+                            .metrics
+                            .link_queue_full
+                            .fetch_add(1, Ordering::Relaxed);
                         debug!(%peer, "peer queue full; message dropped for it");
                     }
-                    SendError::Shutdown => return,
+                    SendError::Shutdown => {
+                        fences.lower().await;
+                        return;
+                    }
                     other => debug!(error = %other, "message not sent"),
                 }
+            }
+        }
+    }
+    fences.lower().await;
+}
+
+/// The sender task's durable fences: what is stored, and the rounds really sent in.
+struct Fences {
+    /// Per fence space, the stored fence.
+    stored: BTreeMap<FenceSpace, u64>,
+    /// Per fence space, the highest round (or position) of a message this process sent.
+    sent: BTreeMap<FenceSpace, u64>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    fence_value: Arc<AtomicU64>,
+}
+
+impl Fences {
+    /// Makes the stored fence of `space` cover `round` before a message of it leaves (raised by
+    /// [`FENCE_STRIDE`] beyond it). False when the store cannot record it: sending stops.
+    async fn cover(&mut self, space: FenceSpace, round: u64) -> bool {
+        self.sent
+            .entry(space)
+            .and_modify(|sent| *sent = (*sent).max(round))
+            .or_insert(round);
+        if self.stored.get(&space).is_some_and(|fence| round <= *fence) {
+            return true;
+        }
+        self.write(space, round.saturating_add(FENCE_STRIDE)).await
+    }
+
+    /// Lowers the stored round fences to the last rounds this process sent in (never below a
+    /// round sent: the fence still covers every message that left). The share fence is not a
+    /// silence and stays. False when the store cannot record it.
+    async fn lower(&mut self) -> bool {
+        for space in [FenceSpace::Abc, FenceSpace::ScabcRounds] {
+            let (Some(&sent), Some(&stored)) = (self.sent.get(&space), self.stored.get(&space))
+            else {
+                continue;
+            };
+            if sent < stored && !self.write(space, sent).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn write(&mut self, space: FenceSpace, fence: u64) -> bool {
+        let writer = self.store.clone();
+        match tokio::task::spawn_blocking(move || writer.set_fence_of(space, fence)).await {
+            Ok(Ok(())) => {
+                self.stored.insert(space, fence);
+                if space == FenceSpace::Abc {
+                    self.fence_value.store(fence, Ordering::Relaxed);
+                    self.metrics.fence.store(fence, Ordering::Relaxed);
+                }
+                true
+            }
+            Ok(Err(error)) => {
+                error!(%error, "cannot record the send fence; sending stops");
+                false
+            }
+            Err(error) => {
+                error!(%error, "the fence writer failed; sending stops");
+                false
             }
         }
     }

@@ -319,6 +319,8 @@ pub struct Abc {
     catch_up_waiting: BTreeMap<ServerId, u64>,
     /// Per round, the peers told its decision (each at most once).
     told: BTreeMap<u64, BTreeSet<ServerId>>,
+    /// Joins only rounds a peer started ([`Abc::set_draining`]).
+    draining: bool,
 }
 
 impl Abc {
@@ -340,6 +342,7 @@ impl Abc {
             catch_up_asked: None,
             catch_up_waiting: BTreeMap::new(),
             told: BTreeMap::new(),
+            draining: false,
         }
     }
 
@@ -506,6 +509,14 @@ impl Abc {
         }
         self.progress(party, &mut step);
         step
+    }
+
+    /// While `draining`, this server starts no round of its own: it joins a round only when a
+    /// peer sent something for it, and still takes part in every round it joined, so the rounds
+    /// already under way finish. Pending requests stay pending. A stopping runtime uses it to
+    /// leave no round that it, but not the others, has sent messages in.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     /// Sets the time, milliseconds since the Unix epoch, this server proposes with the batches
@@ -870,9 +881,11 @@ impl Abc {
             return false;
         }
         let class = (round % 2) as usize;
-        let wanted = self.pending.has_class(class)
-            || (round == self.current && !self.pending.is_empty())
-            || self.peer_round_max.is_some_and(|seen| seen >= round);
+        let peer_started = self.peer_round_max.is_some_and(|seen| seen >= round);
+        let wanted = peer_started
+            || (!self.draining
+                && (self.pending.has_class(class)
+                    || (round == self.current && !self.pending.is_empty())));
         if !wanted {
             return false;
         }

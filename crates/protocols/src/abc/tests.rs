@@ -177,6 +177,27 @@ pub(crate) mod driver {
             panic!("no quiescence after {DELIVERIES_MAX} deliveries");
         }
 
+        /// Delivers at most `deliveries` messages (in the same seeded order as [`Self::run`]).
+        pub(crate) fn run_for(&mut self, deliveries: usize) {
+            for _ in 0..deliveries {
+                if self.in_flight.is_empty() {
+                    return;
+                }
+                let pick = self.rng.gen_range(0..self.in_flight.len());
+                let (from, to, message) = self.in_flight.swap_remove(pick);
+                if self.silent.contains(&to) {
+                    continue;
+                }
+                if self.held.contains(&to) {
+                    self.waiting.push((from, to, message));
+                    continue;
+                }
+                let step =
+                    self.nodes[to.slot()].handle(&mut self.parties[to.slot()], from, &message);
+                self.apply(to, step);
+            }
+        }
+
         /// Stops delivering to `server` (its messages wait) until [`Self::release`].
         pub(crate) fn hold(&mut self, server: ServerId) {
             self.held.insert(server);
@@ -761,6 +782,85 @@ fn a_full_queue_pushes_back_and_loses_nothing() {
         Abc::new(long, config).submit(party, request(0)),
         Err(AbcError::InstanceIdTooLong)
     );
+}
+
+/// A group stopped by its operator: every server is told to drain at some moment of a loaded
+/// run (rounds pipelined, batches and agreements in flight). Draining servers start nothing of
+/// their own but finish what any peer started, so the group goes quiet with **every round any
+/// server sent a message in delivered everywhere** — no server is left with a round it spoke in
+/// but did not finish (which a restarted group could never finish: docs/node.md, "Stopping").
+/// The requests not ordered stay pending and are ordered once draining ends.
+#[test]
+fn a_draining_group_finishes_every_round_it_started_and_starts_no_other() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    for (seed, deliveries) in [(31u64, 400usize), (32, 900), (33, 1_500), (34, 250)] {
+        let config = small_config();
+        let mut net = network(4, seed, &[], config);
+        let spoken: Rc<RefCell<BTreeMap<ServerId, u64>>> = Rc::default();
+        let record = spoken.clone();
+        net.check = Some(Box::new(move |_, from, message| {
+            let round = message
+                .instance
+                .label_below(&instance())
+                .and_then(parse_round_label);
+            if let Some(round) = round {
+                let mut spoken = record.borrow_mut();
+                let max = spoken.entry(from).or_insert(round);
+                *max = (*max).max(round);
+            }
+        }));
+        let mut expected = BTreeSet::new();
+        for i in 0..240 {
+            net.call(id(1 + (i as u16 % 4)), |abc, party| {
+                abc.submit(party, request(i)).unwrap()
+            });
+            expected.insert(request(i));
+        }
+        net.run_for(deliveries);
+        for abc in &mut net.nodes {
+            abc.set_draining(true);
+        }
+        net.run();
+        let rounds: BTreeSet<u64> = net.nodes.iter().map(Abc::round).collect();
+        assert_eq!(
+            rounds.len(),
+            1,
+            "seed {seed}: all servers stop in one round"
+        );
+        let round = *rounds.first().unwrap();
+        for (server, max) in spoken.borrow().iter() {
+            assert!(
+                *max < round,
+                "seed {seed}: {server} spoke in round {max}, the group stopped before it ({round})"
+            );
+        }
+        let delivered: usize = net.outputs.get(&id(1)).map_or(0, Vec::len);
+        let pending: usize = net.nodes.iter().map(Abc::pending).sum();
+        assert!(
+            delivered < expected.len(),
+            "seed {seed}: drained before the end"
+        );
+        assert!(pending > 0, "seed {seed}: the rest stays pending");
+        let sent = net.messages;
+        net.run();
+        assert_eq!(
+            net.messages, sent,
+            "seed {seed}: a drained group stays quiet"
+        );
+        // Draining ends (a restart): the pending requests are ordered.
+        for abc in &mut net.nodes {
+            abc.set_draining(false);
+        }
+        net.call(id(1), |abc, party| abc.submit(party, request(999)).unwrap());
+        expected.insert(request(999));
+        net.run();
+        assert_total_order(&net, &expected);
+        net.assert_no_honest_blamed();
+        println!(
+            "seed {seed}: drained after {deliveries} deliveries in round {round}, {delivered} requests ordered, {pending} pending"
+        );
+    }
 }
 
 #[test]

@@ -266,6 +266,11 @@ impl Scabc {
         self.abc.set_time(time_ms);
     }
 
+    /// [`Abc::set_draining`] for the atomic broadcast underneath.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.abc.set_draining(draining);
+    }
+
     /// The atomic broadcast underneath.
     pub fn abc(&self) -> &Abc {
         &self.abc
