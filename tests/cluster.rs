@@ -585,45 +585,7 @@ fn acknowledged_requests_survive_a_crash_and_every_log_is_identical() {
 
     // Safety first: the stored logs.
     let logs: Vec<_> = (1..=N).map(|i| cluster.stored_log(i)).collect();
-    let longest = logs.iter().map(Vec::len).max().unwrap_or(0);
-    for (slot, log) in logs.iter().enumerate() {
-        let common = log.len().min(logs[0].len());
-        assert!(
-            log[..common] == logs[0][..common],
-            "server {}'s log differs from server 1's",
-            slot + 1
-        );
-    }
-    let full = logs.iter().find(|log| log.len() == longest).expect("a log");
-    let by_position: BTreeMap<u64, &Vec<u8>> = full
-        .iter()
-        .map(|(position, _, request)| (*position, request))
-        .collect();
-    for ack in &acks {
-        assert_eq!(
-            by_position.get(&ack.position),
-            Some(&&ack.request),
-            "acknowledged at position {} (by {}) but not in the logs",
-            ack.position,
-            ack.server
-        );
-    }
-    // Atomic broadcast delivers a request once, however often it is retried.
-    let mut positions: BTreeMap<&Vec<u8>, Vec<u64>> = BTreeMap::new();
-    for (position, _, request) in full {
-        positions.entry(request).or_default().push(*position);
-    }
-    let twice: Vec<&Vec<u64>> = positions.values().filter(|p| p.len() > 1).collect();
-    let not_first: Vec<(u64, ServerId)> = acks
-        .iter()
-        .filter(|ack| !ack.first_put)
-        .map(|ack| (ack.position, ack.server))
-        .collect();
-    assert!(
-        twice.is_empty() && not_first.is_empty(),
-        "requests delivered more than once, at positions {twice:?}; acknowledged puts that \
-         found their key already set (position, server): {not_first:?}"
-    );
+    let longest = assert_logs_agree_and_hold(&logs, &acks);
     let summary = format!(
         "{} of {REQUESTS} acknowledged ({} after retries), {} failed, in {:.1} s; crash after \
          {killed_at} answers, restart after {restarted_at} (the others had dropped \
@@ -668,6 +630,239 @@ fn acknowledged_requests_survive_a_crash_and_every_log_is_identical() {
     assert!(transferred > 0, "no certified state transfer; {summary}");
     assert!(!stale.contains(&0), "{summary}");
     assert!(logs.iter().all(|log| log.len() == longest), "{summary}");
+}
+
+/// The stored logs agree (each a prefix of the longest), every acknowledged put is in them at
+/// its acknowledged position, no request is in them twice, and every acknowledged put was the
+/// first put of its key. Returns the longest log's length.
+fn assert_logs_agree_and_hold(logs: &[Vec<(u64, u64, Vec<u8>)>], acks: &[Ack]) -> usize {
+    let longest = logs.iter().map(Vec::len).max().unwrap_or(0);
+    for (slot, log) in logs.iter().enumerate() {
+        let common = log.len().min(logs[0].len());
+        assert!(
+            log[..common] == logs[0][..common],
+            "server {}'s log differs from server 1's",
+            slot + 1
+        );
+    }
+    let full = logs.iter().find(|log| log.len() == longest).expect("a log");
+    let by_position: BTreeMap<u64, &Vec<u8>> = full
+        .iter()
+        .map(|(position, _, request)| (*position, request))
+        .collect();
+    for ack in acks {
+        assert_eq!(
+            by_position.get(&ack.position),
+            Some(&&ack.request),
+            "acknowledged at position {} (by {}) but not in the logs",
+            ack.position,
+            ack.server
+        );
+    }
+    // Atomic broadcast delivers a request once, however often it is retried.
+    let mut positions: BTreeMap<&Vec<u8>, Vec<u64>> = BTreeMap::new();
+    for (position, _, request) in full {
+        positions.entry(request).or_default().push(*position);
+    }
+    let twice: Vec<&Vec<u64>> = positions.values().filter(|p| p.len() > 1).collect();
+    let not_first: Vec<(u64, ServerId)> = acks
+        .iter()
+        .filter(|ack| !ack.first_put)
+        .map(|ack| (ack.position, ack.server))
+        .collect();
+    assert!(
+        twice.is_empty() && not_first.is_empty(),
+        "requests delivered more than once, at positions {twice:?}; acknowledged puts that \
+         found their key already set (position, server): {not_first:?}"
+    );
+    longest
+}
+
+/// Clients putting fresh keys until told to stop.
+struct Load {
+    stop: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    workers: Vec<thread::JoinHandle<(Vec<Ack>, Vec<String>)>>,
+}
+
+impl Load {
+    /// `clients` threads, each putting `<prefix>-<k>` keys one after the other.
+    fn start(client: &Arc<Client>, clients: usize, prefix: &str) -> Self {
+        let stop = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let issued = Arc::new(AtomicUsize::new(0));
+        let workers = (0..clients)
+            .map(|_| {
+                let (client, stop, answered, issued) = (
+                    client.clone(),
+                    stop.clone(),
+                    answered.clone(),
+                    issued.clone(),
+                );
+                let prefix = prefix.to_string();
+                thread::spawn(move || {
+                    let (mut acks, mut failures) = (Vec::new(), Vec::new());
+                    while stop.load(Ordering::SeqCst) == 0 {
+                        let k = issued.fetch_add(1, Ordering::SeqCst);
+                        match put(&client, &format!("{prefix}-{k}"), b"value") {
+                            Ok(ack) => {
+                                answered.fetch_add(1, Ordering::SeqCst);
+                                acks.push(ack);
+                            }
+                            Err(error) => failures.push(error.to_string()),
+                        }
+                    }
+                    (acks, failures)
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            answered,
+            workers,
+        }
+    }
+
+    /// Waits until `count` puts were answered (at most [`WAIT`]); returns how many were.
+    fn wait_for(&self, count: usize) -> usize {
+        let deadline = Instant::now() + WAIT;
+        while self.answered.load(Ordering::SeqCst) < count && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clients (each finishes the put it is in); their acknowledgements and failures.
+    fn finish(self) -> (Vec<Ack>, Vec<String>) {
+        self.stop.store(1, Ordering::SeqCst);
+        let (mut acks, mut failures) = (Vec::new(), Vec::new());
+        for worker in self.workers {
+            let (a, f) = worker.join().expect("a client thread");
+            acks.extend(a);
+            failures.extend(f);
+        }
+        (acks, failures)
+    }
+}
+
+/// Restarting the **whole group** (docs/node.md, "Stopping"). (1) All four replicas get SIGTERM
+/// at once while clients keep them busy: each drains — finishes the rounds under way, starts
+/// none — and stores a send fence below the round it resumes at, so the restarted group orders
+/// again at once. (2) All four are killed with SIGKILL after a second of idleness: the senders
+/// had lowered their fences while idle, so this group too resumes. Through both, every
+/// acknowledged put stays in every log and the logs agree.
+#[test]
+fn a_whole_group_stopped_under_load_or_killed_while_idle_resumes_ordering() {
+    let _turn = turn();
+    let mut cluster = Cluster::new();
+    cluster.start_all();
+    let client = Arc::new(cluster.client(Duration::from_secs(5)));
+    let fences = |cluster: &Cluster| -> Vec<(Option<u64>, u64)> {
+        (1..=N)
+            .map(|i| {
+                let data = cluster.path().join(format!("server-{i}/data"));
+                let state = sintra_node::Store::open(&data)
+                    .expect("the store opens")
+                    .state()
+                    .expect("state");
+                (state.fence, state.next_round)
+            })
+            .collect()
+    };
+    // Every server resumes past its fence: silent in no round.
+    let resumable = |fences: &[(Option<u64>, u64)]| {
+        fences
+            .iter()
+            .all(|(fence, next)| fence.is_none_or(|fence| fence < *next))
+    };
+    let mut all_acks = Vec::new();
+
+    // (1) SIGTERM to all four under load.
+    let load = Load::start(&client, 12, "before-stop");
+    let before_stop = load.wait_for(300);
+    let stopping = Instant::now();
+    let mut children: Vec<Child> = cluster
+        .nodes
+        .iter_mut()
+        .map(|c| c.take().expect("running"))
+        .collect();
+    for child in &children {
+        terminate(child);
+    }
+    for (slot, child) in children.iter_mut().enumerate() {
+        let status = wait_exit(child, STOP_WAIT);
+        assert!(
+            status.is_some_and(|status| status.success()),
+            "server {} did not stop cleanly ({status:?}):\n{}",
+            slot + 1,
+            cluster.log_tail(slot as u16 + 1)
+        );
+    }
+    let stop_time = stopping.elapsed();
+    let (acks, failures) = load.finish();
+    let drained: Vec<bool> = (1..=N)
+        .map(|i| {
+            fs::read_to_string(cluster.log(i))
+                .unwrap_or_default()
+                .contains("drained: every round")
+        })
+        .collect();
+    let after_stop = fences(&cluster);
+    all_acks.extend(acks);
+    eprintln!(
+        "stopped under load after {before_stop} answers in {:.2} s; drained {drained:?}; \
+         (fence, next round) per server {after_stop:?}; {} failed puts while stopping",
+        stop_time.as_secs_f64(),
+        failures.len()
+    );
+    assert!(before_stop >= 300, "the load did not run");
+    assert!(drained.iter().all(|d| *d), "a server did not drain");
+    assert!(resumable(&after_stop), "fences ahead: {after_stop:?}");
+
+    // The restarted group orders at once.
+    cluster.start_all();
+    let load = Load::start(&client, 4, "after-stop");
+    let after_restart = load.wait_for(40);
+    let (acks, failures) = load.finish();
+    assert!(
+        after_restart >= 40 && failures.is_empty(),
+        "{after_restart} answered after the restart; {failures:?}"
+    );
+    all_acks.extend(acks);
+
+    // (2) SIGKILL to all four after a second and a half of idleness.
+    thread::sleep(Duration::from_millis(1_500));
+    for i in 1..=N {
+        cluster.kill9(i);
+    }
+    let after_kill = fences(&cluster);
+    eprintln!("killed while idle: (fence, next round) per server {after_kill:?}");
+    assert!(resumable(&after_kill), "fences ahead: {after_kill:?}");
+    cluster.start_all();
+    let load = Load::start(&client, 4, "after-kill");
+    let after_kill_restart = load.wait_for(40);
+    let (acks, failures) = load.finish();
+    assert!(
+        after_kill_restart >= 40 && failures.is_empty(),
+        "{after_kill_restart} answered after the restart; {failures:?}"
+    );
+    all_acks.extend(acks);
+
+    for i in 1..=N {
+        cluster.stop(i);
+    }
+    let logs: Vec<_> = (1..=N).map(|i| cluster.stored_log(i)).collect();
+    let longest = assert_logs_agree_and_hold(&logs, &all_acks);
+    assert!(
+        logs.iter().all(|log| log.len() == longest),
+        "log heights {:?}",
+        logs.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{} puts acknowledged across the two restarts; log heights {:?}",
+        all_acks.len(),
+        logs.iter().map(Vec::len).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -1195,6 +1390,19 @@ fn sintra_up_serves_the_client_stops_on_sigterm_and_resumes_its_stores() {
     assert!(
         resumed.iter().all(|line| !line.contains("height 0,")),
         "a replica lost its store: {resumed:?}"
+    );
+    // ... and the resumed group orders new requests (the stopped replicas drained and left no
+    // send fence ahead of where they resume: docs/node.md, "Stopping").
+    let output = run_client(&group, &["--server", "3", "put", "hello", "again"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("put \"hello\": previous value \"world\""),
+        "{stdout}"
     );
     up.stop();
 }
