@@ -24,20 +24,24 @@ use crate::{SERVERS_MAX, ServerId};
 /// Domain of the hash that seeds the key-set consistency check.
 const KEY_SET_SEED_DOMAIN: &[u8] = b"sintra/v1/bls/key-set-consistency";
 
+/// A G1 point with every check of the module documentation; a point decoded before is taken
+/// from the memo table (`cache.rs`: same bytes, same result).
 fn decode_g1(reader: &mut Reader<'_>, what: &'static str) -> Result<G1Affine, DecodeError> {
     let bytes: [u8; ENCODED_SIGNATURE_BYTES] = reader.array()?;
-    let point = Option::<G1Affine>::from(G1Affine::from_compressed(&bytes)).ok_or(
-        DecodeError::Invalid {
+    super::cache::point(&bytes, || {
+        let point = Option::<G1Affine>::from(G1Affine::from_compressed(&bytes)).ok_or(
+            DecodeError::Invalid {
+                what,
+                why: "not a compressed point of the prime-order subgroup of G1",
+            },
+        )?;
+        check_point(
+            bool::from(point.is_identity()),
+            point.to_compressed() == bytes,
             what,
-            why: "not a compressed point of the prime-order subgroup of G1",
-        },
-    )?;
-    check_point(
-        bool::from(point.is_identity()),
-        point.to_compressed() == bytes,
-        what,
-    )?;
-    Ok(point)
+        )?;
+        Ok(point)
+    })
 }
 
 fn decode_g2(

@@ -26,6 +26,7 @@
 //! degree `k - 1` through the group key. See `docs/crypto/bls.md` for the byte layouts.
 
 mod batch;
+mod cache;
 mod encoding;
 
 use std::sync::OnceLock;
@@ -36,6 +37,7 @@ use group::prime::PrimeCurveAffine;
 use group::{Curve, Group};
 use pairing::{MillerLoopResult, MultiMillerLoop};
 use rand_core::CryptoRngCore;
+use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 use zeroize::{DefaultIsZeroes, Zeroize, ZeroizeOnDrop};
 
@@ -394,9 +396,14 @@ impl PublicKeySet {
     }
 }
 
-/// `H(m) = hash_to_G1(ctx.bind("bls", m))`.
+/// `H(m) = hash_to_G1(ctx.bind("bls", m))`, remembered by the SHA-256 of the bound bytes
+/// (`cache.rs`): a statement is hashed to sign a share, to combine and to verify.
 fn hash_message(ctx: &Context, message: &[u8]) -> G1Affine {
-    G1Projective::hash_to_curve(&ctx.bind(SCHEME, message), HASH_TO_G1_DST, &[]).to_affine()
+    let bound = ctx.bind(SCHEME, message);
+    let key: [u8; 32] = sha2::Sha256::digest(&bound).into();
+    cache::hashed(&key, || {
+        G1Projective::hash_to_curve(&bound, HASH_TO_G1_DST, &[]).to_affine()
+    })
 }
 
 /// The prepared negated generator of G2, computed once: every check pairs with it.
