@@ -186,12 +186,7 @@ impl Decode for PublicKeySet {
                 why: "keys do not lie on one polynomial of degree k - 1 through the group key",
             });
         }
-        Ok(Self {
-            k,
-            n,
-            group_key,
-            verification_keys,
-        })
+        Ok(Self::new(k, n, group_key, verification_keys))
     }
 }
 

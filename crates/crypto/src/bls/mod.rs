@@ -29,7 +29,7 @@ mod batch;
 mod cache;
 mod encoding;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use blstrs::{Bls12, G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Gt, Scalar};
 use ff::Field;
@@ -106,13 +106,25 @@ pub struct Signature(G1Affine);
 /// `n` verification keys, none of the keys the identity, and all keys on one polynomial of degree
 /// `k - 1` whose value at zero is the group key — so any `k` valid shares combine to a signature
 /// that verifies under the group key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct PublicKeySet {
     k: u16,
     n: u16,
     group_key: G2Affine,
     verification_keys: Vec<G2Affine>,
+    /// The group key's Miller-loop lines, computed once (every signature check pairs with it).
+    group_prepared: Arc<G2Prepared>,
 }
+
+/// Equal key sets: the same threshold and keys (the prepared lines follow from the group key).
+impl PartialEq for PublicKeySet {
+    fn eq(&self, other: &Self) -> bool {
+        (self.k, self.n, &self.group_key, &self.verification_keys)
+            == (other.k, other.n, &other.group_key, &other.verification_keys)
+    }
+}
+
+impl Eq for PublicKeySet {}
 
 /// Deals keys for `n` servers with threshold `k` (`1 <= k <= n <= 1024`): the public key set and
 /// the secret key shares of servers `1..=n`, in that order.
@@ -154,12 +166,7 @@ pub fn deal(
                 .collect();
             secret.zeroize();
             shares.zeroize();
-            let keys = PublicKeySet {
-                k: k16,
-                n: n16,
-                group_key,
-                verification_keys,
-            };
+            let keys = PublicKeySet::new(k16, n16, group_key, verification_keys);
             return Ok((keys, secret_shares));
         }
         secret.zeroize();
@@ -254,6 +261,26 @@ impl std::fmt::Debug for PublicKeySet {
 }
 
 impl PublicKeySet {
+    /// A key set from its parts (the caller established the invariant).
+    fn new(k: u16, n: u16, group_key: G2Affine, verification_keys: Vec<G2Affine>) -> Self {
+        Self {
+            k,
+            n,
+            group_key,
+            verification_keys,
+            group_prepared: Arc::new(G2Prepared::from(group_key)),
+        }
+    }
+
+    /// [`pairing_check`] under the group key, with its lines prepared once.
+    fn group_check(&self, signature: &G1Affine, hashed: &G1Affine) -> bool {
+        !bool::from(signature.is_identity())
+            && !bool::from(self.group_key.is_identity())
+            && bool::from(
+                prepared_pairing_value(signature, hashed, &self.group_prepared).is_identity(),
+            )
+    }
+
     /// The threshold `k`: how many shares make a signature.
     pub fn threshold(&self) -> usize {
         usize::from(self.k)
@@ -326,7 +353,7 @@ impl PublicKeySet {
 
         let first: Vec<&SignatureShare> = shares.iter().take(k).collect();
         let optimistic = interpolate(&first);
-        if pairing_check(&optimistic, &hashed, &self.group_key) {
+        if self.group_check(&optimistic, &hashed) {
             return Ok(Combined {
                 value: Signature(optimistic),
                 faulty: Vec::new(),
@@ -340,7 +367,7 @@ impl PublicKeySet {
             .collect();
         if valid.len() >= k {
             let signature = interpolate(&valid[..k]);
-            if pairing_check(&signature, &hashed, &self.group_key) {
+            if self.group_check(&signature, &hashed) {
                 return Ok(Combined {
                     value: Signature(signature),
                     faulty,
@@ -380,7 +407,7 @@ impl PublicKeySet {
         message: &[u8],
         signature: &Signature,
     ) -> Result<(), CryptoError> {
-        if pairing_check(&signature.0, &hash_message(ctx, message), &self.group_key) {
+        if self.group_check(&signature.0, &hash_message(ctx, message)) {
             Ok(())
         } else {
             Err(CryptoError::InvalidSignature)
@@ -415,8 +442,12 @@ fn negated_g2() -> &'static G2Prepared {
 /// The value `e(signature, −g2) · e(hashed, key)` in the target group: one multi-Miller loop and
 /// one final exponentiation. It is the identity iff `e(signature, g2) = e(hashed, key)`.
 fn pairing_value(signature: &G1Affine, hashed: &G1Affine, key: &G2Affine) -> Gt {
-    let key = G2Prepared::from(*key);
-    Bls12::multi_miller_loop(&[(signature, negated_g2()), (hashed, &key)]).final_exponentiation()
+    prepared_pairing_value(signature, hashed, &G2Prepared::from(*key))
+}
+
+/// [`pairing_value`] with the key's lines already prepared.
+fn prepared_pairing_value(signature: &G1Affine, hashed: &G1Affine, key: &G2Prepared) -> Gt {
+    Bls12::multi_miller_loop(&[(signature, negated_g2()), (hashed, key)]).final_exponentiation()
 }
 
 /// Whether `e(signature, g2) = e(hashed, key)`. The identity is never a valid signature or share
