@@ -3,14 +3,19 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `meta` | name | `format` (file tag), `next_round`, `height`, `log_digest`, `fence`, `directory_state` (round ‖ statement length u32 ‖ the directory's signed state statement ‖ its signature) |
-//! | `log` | position `u64` | round `u64` ‖ request |
-//! | `rounds` | round `u64` | first position `u64` ‖ count `u64` ‖ answer-batch root (32) |
+//! | `log_rounds` | round `u64` (rounds with requests) | time `u64` ‖ count `u32` ‖ (length `u32` ‖ request)* |
+//! | `answer_rounds` | round `u64` (rounds with requests) | count `u32` ‖ (length `u32` ‖ answer)* |
+//! | `round_starts` | first position `u64` (rounds with requests) | round `u64` |
+//! | `rounds` | round `u64` | first position `u64` ‖ count `u64` ‖ answer-batch root (32) ‖ time `u64` |
 //! | `checkpoints` | round `u64` | checkpoint certificate (encoded) |
 //! | `snapshot` | 0 | round `u64` ‖ height `u64` ‖ service snapshot at the last own checkpoint |
 //!
-//! Every delivered round is one write transaction (log entries, round boundary, the new
-//! height and log digest, and at a checkpoint the snapshot), durable before the round's answers
-//! are released. Empty rounds are recorded too, so the round to resume at is always known.
+//! Every delivered round is one write transaction (its requests and answers as one row each, its
+//! boundary, the new height and log digest, and at a checkpoint the snapshot), durable before the
+//! round's answers are released. Empty rounds are recorded too (in `rounds`), so the round to
+//! resume at is always known. A round's requests are one row, not one row per request: at
+//! saturation a B-tree insert per request took a seventh of a replica's CPU (docs/bench.md);
+//! `round_starts` finds the round that holds a position.
 
 use std::path::{Path, PathBuf};
 
@@ -24,20 +29,22 @@ use crate::checkpoint::{CheckpointCertificate, LOG_DIGEST_START};
 pub const STORE_FILE: &str = "sintra.redb";
 
 /// The value of `meta.format`: a file without it (or with another) is not ours.
-const FORMAT: &[u8] = b"sintra-node store v2";
+const FORMAT: &[u8] = b"sintra-node store v3";
 
 /// The largest request a round record may carry when decoded from a peer (a request never
 /// exceeds a batch, and a batch never exceeds a consistent-broadcast body).
 pub const RECORD_REQUEST_BYTES_MAX: usize = sintra_protocols::cbc::BODY_BYTES_MAX;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log_rounds");
+/// First position of a round with requests → the round.
+const STARTS: TableDefinition<u64, u64> = TableDefinition::new("round_starts");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 const SNAPSHOT: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshot");
-/// Position → the service's answer: a client that retries an executed request (at this server
+/// Round → the service's answers: a client that retries an executed request (at this server
 /// or another) is answered from here, with the round's signature collected again.
-const ANSWERS: TableDefinition<u64, &[u8]> = TableDefinition::new("answers");
+const ANSWERS: TableDefinition<u64, &[u8]> = TableDefinition::new("answer_rounds");
 /// The `meta` key of the latest signed directory state (local lookups after a restart).
 const DIRECTORY_STATE: &str = "directory_state";
 
@@ -295,9 +302,19 @@ impl Store {
             match format {
                 Some(format) if format == FORMAT => {}
                 Some(other) => {
+                    let tag = String::from_utf8_lossy(&other);
+                    let reason = if tag.starts_with("sintra-node store") {
+                        format!(
+                            "a store of another format ({tag:?}; this build reads {:?}): start \
+                             this server from an empty data_dir and let it catch up from its peers",
+                            String::from_utf8_lossy(FORMAT)
+                        )
+                    } else {
+                        format!("format tag {tag:?}")
+                    };
                     return Err(StoreError::Foreign {
                         path: self.path.clone(),
-                        reason: format!("format tag {:?}", String::from_utf8_lossy(&other)),
+                        reason,
                     });
                 }
                 None => {
@@ -311,6 +328,7 @@ impl Store {
                 }
             }
             txn.open_table(LOG).map_err(|e| self.foreign(e))?;
+            txn.open_table(STARTS).map_err(|e| self.foreign(e))?;
             txn.open_table(ROUNDS).map_err(|e| self.foreign(e))?;
             txn.open_table(CHECKPOINTS).map_err(|e| self.foreign(e))?;
             txn.open_table(SNAPSHOT).map_err(|e| self.foreign(e))?;
@@ -369,20 +387,24 @@ impl Store {
     pub fn commit_round(&self, commit: &RoundCommit<'_>) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         {
-            let mut log = txn.open_table(LOG).map_err(|e| self.io(e))?;
-            let mut entry = Vec::new();
-            for (offset, request) in commit.requests.iter().enumerate() {
-                entry.clear();
-                entry.extend_from_slice(&commit.round.to_be_bytes());
-                entry.extend_from_slice(&commit.time_ms.to_be_bytes());
-                entry.extend_from_slice(request);
-                log.insert(commit.first + offset as u64, entry.as_slice())
+            if !commit.requests.is_empty() {
+                let mut log = txn.open_table(LOG).map_err(|e| self.io(e))?;
+                let mut row = Vec::with_capacity(
+                    12 + commit.requests.iter().map(|r| 4 + r.len()).sum::<usize>(),
+                );
+                row.extend_from_slice(&commit.time_ms.to_be_bytes());
+                crate::message::put_requests(&mut row, commit.requests);
+                log.insert(commit.round, row.as_slice())
                     .map_err(|e| self.io(e))?;
-            }
-            let mut answers = txn.open_table(ANSWERS).map_err(|e| self.io(e))?;
-            for (offset, answer) in commit.answers.iter().enumerate() {
+                let mut answers = txn.open_table(ANSWERS).map_err(|e| self.io(e))?;
+                row.clear();
+                crate::message::put_requests(&mut row, commit.answers);
                 answers
-                    .insert(commit.first + offset as u64, answer.as_slice())
+                    .insert(commit.round, row.as_slice())
+                    .map_err(|e| self.io(e))?;
+                let mut starts = txn.open_table(STARTS).map_err(|e| self.io(e))?;
+                starts
+                    .insert(commit.first, commit.round)
                     .map_err(|e| self.io(e))?;
             }
             let mut rounds = txn.open_table(ROUNDS).map_err(|e| self.io(e))?;
@@ -589,22 +611,19 @@ impl Store {
             let (round, boundary) = entry.map_err(|e| self.io(e))?;
             let round = round.value();
             let boundary = boundary.value();
-            let (Some(first), Some(count), Some(time_ms)) = (
-                u64_at(boundary, 0),
-                u64_at(boundary, 8),
-                u64_at(boundary, 48),
-            ) else {
+            let (Some(count), Some(time_ms)) = (u64_at(boundary, 8), u64_at(boundary, 48)) else {
                 return Err(self.damaged("rounds", format!("round {round}")));
             };
-            let mut requests = Vec::new();
-            for entry in log
-                .range(first..first.saturating_add(count))
-                .map_err(|e| self.io(e))?
-            {
-                let (_, value) = entry.map_err(|e| self.io(e))?;
-                let value = value.value();
-                requests.push(value.get(16..).unwrap_or_default().to_vec());
-            }
+            let requests = if count == 0 {
+                Vec::new()
+            } else {
+                let row = log
+                    .get(round)
+                    .map_err(|e| self.io(e))?
+                    .ok_or_else(|| self.damaged("log_rounds", format!("round {round} missing")))?;
+                let (_, requests) = self.log_row(round, row.value(), count)?;
+                requests
+            };
             let record = RoundRecord {
                 round,
                 time_ms,
@@ -624,32 +643,90 @@ impl Store {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let log = txn.open_table(LOG).map_err(|e| self.io(e))?;
         let mut entries = Vec::new();
-        for entry in log.range(from..to).map_err(|e| self.io(e))? {
-            let (position, value) = entry.map_err(|e| self.io(e))?;
-            let value = value.value();
-            let (Some(round), Some(time_ms)) = (u64_at(value, 0), u64_at(value, 8)) else {
-                return Err(self.damaged("log", format!("position {}", position.value())));
-            };
-            entries.push(LogEntry {
-                position: position.value(),
-                round,
-                time_ms,
-                request: value[16..].to_vec(),
-            });
+        for (first, round) in self.rounds_holding(&txn, from, to)? {
+            let row = log
+                .get(round)
+                .map_err(|e| self.io(e))?
+                .ok_or_else(|| self.damaged("log_rounds", format!("round {round} missing")))?;
+            let (time_ms, requests) = self.log_row(round, row.value(), None)?;
+            entries.extend(
+                requests
+                    .into_iter()
+                    .enumerate()
+                    .map(|(offset, request)| LogEntry {
+                        position: first + offset as u64,
+                        round,
+                        time_ms,
+                        request,
+                    })
+                    .filter(|entry| (from..to).contains(&entry.position)),
+            );
         }
         Ok(entries)
     }
 
-    /// The answers stored for positions `from .. to` (a position without one is skipped).
+    /// The answers stored for positions `from .. to`.
     pub fn answers(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let answers = txn.open_table(ANSWERS).map_err(|e| self.io(e))?;
         let mut out = Vec::new();
-        for entry in answers.range(from..to).map_err(|e| self.io(e))? {
-            let (_, value) = entry.map_err(|e| self.io(e))?;
-            out.push(value.value().to_vec());
+        for (first, round) in self.rounds_holding(&txn, from, to)? {
+            let Some(row) = answers.get(round).map_err(|e| self.io(e))? else {
+                continue;
+            };
+            let list = decode_list(row.value())
+                .ok_or_else(|| self.damaged("answer_rounds", format!("round {round}")))?;
+            out.extend(
+                list.into_iter()
+                    .enumerate()
+                    .filter(|(offset, _)| (from..to).contains(&(first + *offset as u64)))
+                    .map(|(_, answer)| answer),
+            );
         }
         Ok(out)
+    }
+
+    /// The rounds with requests at positions `from .. to`, as (first position, round),
+    /// ascending.
+    fn rounds_holding(
+        &self,
+        txn: &redb::ReadTransaction,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, u64)>, StoreError> {
+        let starts = txn.open_table(STARTS).map_err(|e| self.io(e))?;
+        let mut out = Vec::new();
+        if from >= to {
+            return Ok(out);
+        }
+        if let Some(entry) = starts.range(..=from).map_err(|e| self.io(e))?.next_back() {
+            let (first, round) = entry.map_err(|e| self.io(e))?;
+            out.push((first.value(), round.value()));
+        }
+        for entry in starts.range(from + 1..to).map_err(|e| self.io(e))? {
+            let (first, round) = entry.map_err(|e| self.io(e))?;
+            out.push((first.value(), round.value()));
+        }
+        Ok(out)
+    }
+
+    /// A `log_rounds` row: its time and requests (as many as `count` says, when given).
+    fn log_row(
+        &self,
+        round: u64,
+        row: &[u8],
+        count: impl Into<Option<u64>>,
+    ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
+        let damaged = || self.damaged("log_rounds", format!("round {round}"));
+        let time_ms = u64_at(row, 0).ok_or_else(damaged)?;
+        let requests = decode_list(row.get(8..).unwrap_or_default()).ok_or_else(damaged)?;
+        if count
+            .into()
+            .is_some_and(|count| count != requests.len() as u64)
+        {
+            return Err(damaged());
+        }
+        Ok((time_ms, requests))
     }
 
     /// The answer-batch root recorded for `round`, with its first position and count.
@@ -669,6 +746,22 @@ impl Store {
             _ => Err(self.damaged("rounds", format!("round {round}"))),
         }
     }
+}
+
+/// A count `u32` and that many length-prefixed byte strings, nothing after (`None` otherwise).
+fn decode_list(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut reader = Reader::new(bytes);
+    let count = reader.u32().ok()? as usize;
+    // Every item takes at least its 4-byte length: checked before allocating.
+    if count > reader.remaining() / 4 {
+        return None;
+    }
+    let mut items = Vec::with_capacity(count);
+    for _ in 0..count {
+        items.push(reader.bytes("item", usize::MAX).ok()?.to_vec());
+    }
+    reader.finish().ok()?;
+    Some(items)
 }
 
 /// Encodes a list of requests (for tests that compare logs).
@@ -757,6 +850,72 @@ mod tests {
             (b"bc".as_slice(), 1_700_000_000_000)
         );
         assert_eq!(store.round_boundary(0).unwrap(), Some((0, 2, [7; 32])));
+    }
+
+    /// Rounds of 0 to 4 requests (one row each): every range of positions reads back exactly the
+    /// entries and answers at those positions, with their rounds and times, across round
+    /// boundaries and empty rounds.
+    #[test]
+    fn any_range_of_positions_reads_across_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sizes = [3usize, 0, 1, 4, 0, 0, 2, 1];
+        let mut expected = Vec::new();
+        let mut first = 0u64;
+        for (round, size) in sizes.iter().enumerate() {
+            let round = round as u64;
+            let requests: Vec<Vec<u8>> = (0..*size)
+                .map(|i| format!("r{round} q{i}").into_bytes())
+                .collect();
+            let answers: Vec<Vec<u8>> = (0..*size)
+                .map(|i| format!("r{round} a{i}").into_bytes())
+                .collect();
+            store
+                .commit_round(&RoundCommit {
+                    round,
+                    first,
+                    time_ms: 1000 + round,
+                    requests: &requests,
+                    answers: &answers,
+                    root: [round as u8; 32],
+                    log_digest: [0; 32],
+                    snapshot: None,
+                    scabc: None,
+                })
+                .unwrap();
+            for (request, answer) in requests.into_iter().zip(answers) {
+                expected.push((round, request, answer));
+            }
+            first += *size as u64;
+        }
+        let height = expected.len() as u64;
+        for from in 0..=height + 1 {
+            for to in from..=height + 2 {
+                let log = store.log(from, to).unwrap();
+                let answers = store.answers(from, to).unwrap();
+                let want: Vec<_> = (from..to.min(height)).collect();
+                assert_eq!(
+                    log.iter().map(|e| e.position).collect::<Vec<_>>(),
+                    want,
+                    "log {from}..{to}"
+                );
+                for entry in &log {
+                    let (round, request, _) = &expected[entry.position as usize];
+                    assert_eq!((entry.round, &entry.request), (*round, request));
+                    assert_eq!(entry.time_ms, 1000 + round);
+                }
+                let want_answers: Vec<_> = want
+                    .iter()
+                    .map(|p| expected[*p as usize].2.clone())
+                    .collect();
+                assert_eq!(answers, want_answers, "answers {from}..{to}");
+            }
+        }
+        let records = store.rounds(0, 100, usize::MAX).unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.requests.len()).collect::<Vec<_>>(),
+            sizes
+        );
     }
 
     #[test]
