@@ -71,6 +71,11 @@ pub const STREAM_STATUS_SIGNED_ANSWER: u8 = 0;
 pub const STREAM_STATUS_COMPLETED: u8 = 5;
 /// Answers queued for one streaming connection's writer.
 const STREAM_WRITE_QUEUE_MAX: usize = 1024;
+/// Bytes of a streaming connection read ahead at once (several small requests per read call).
+const STREAM_READ_BUFFER_BYTES: usize = 64 << 10;
+/// Answers waiting to be written are joined into writes of up to this many bytes (one system
+/// call for many answers under load; one answer alone is written at once).
+const STREAM_WRITE_COALESCE_BYTES: usize = 256 << 10;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -686,11 +691,18 @@ async fn stream_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::with_capacity(STREAM_READ_BUFFER_BYTES, reader);
     let (answers_tx, mut answers_rx) = mpsc::channel::<Vec<u8>>(STREAM_WRITE_QUEUE_MAX);
     let writer_task = tokio::spawn(async move {
-        while let Some(frame) = answers_rx.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+        while let Some(mut bytes) = answers_rx.recv().await {
+            // Whatever else is ready goes out in the same write.
+            while bytes.len() < STREAM_WRITE_COALESCE_BYTES
+                && let Ok(frame) = answers_rx.try_recv()
+            {
+                bytes.extend_from_slice(&frame);
+            }
+            if writer.write_all(&bytes).await.is_err() {
                 return;
             }
         }
