@@ -776,6 +776,34 @@ fn a_whole_group_stopped_under_load_or_killed_while_idle_resumes_ordering() {
             .all(|(fence, next)| fence.is_none_or(|fence| fence < *next))
     };
     let mut all_acks = Vec::new();
+    let drained_lines = |cluster: &Cluster| -> Vec<usize> {
+        (1..=N)
+            .map(|i| {
+                fs::read_to_string(cluster.log(i))
+                    .unwrap_or_default()
+                    .matches("drained: every round")
+                    .count()
+            })
+            .collect()
+    };
+
+    // (0) One server stopped alone while the others carry load: it drains too (it joins only
+    // the rounds under way when it began, so the peers' new rounds do not keep it busy), and
+    // comes back.
+    let load = Load::start(&client, 12, "alone");
+    load.wait_for(150);
+    let stopping = Instant::now();
+    cluster.stop(4);
+    eprintln!(
+        "server 4 stopped alone under load in {:.2} s",
+        stopping.elapsed().as_secs_f64()
+    );
+    let alone = drained_lines(&cluster);
+    let (acks, _) = load.finish();
+    all_acks.extend(acks);
+    assert_eq!(alone[3], 1, "server 4 stopped without draining: {alone:?}");
+    cluster.start(4);
+    cluster.wait_healthy(4);
 
     // (1) SIGTERM to all four under load.
     let load = Load::start(&client, 12, "before-stop");
@@ -800,12 +828,10 @@ fn a_whole_group_stopped_under_load_or_killed_while_idle_resumes_ordering() {
     }
     let stop_time = stopping.elapsed();
     let (acks, failures) = load.finish();
-    let drained: Vec<bool> = (1..=N)
-        .map(|i| {
-            fs::read_to_string(cluster.log(i))
-                .unwrap_or_default()
-                .contains("drained: every round")
-        })
+    let drained: Vec<bool> = drained_lines(&cluster)
+        .iter()
+        .zip(&alone)
+        .map(|(now, before)| now > before)
         .collect();
     let after_stop = fences(&cluster);
     all_acks.extend(acks);

@@ -319,11 +319,15 @@ impl ProtocolTask {
                 .is_none_or(|seen| seen.elapsed() >= DRAIN_QUIET)
     }
 
-    /// Notes when a message of a round not delivered here arrives (see [`Self::is_drained`]).
+    /// Notes when a message of a round not delivered here arrives (see [`Self::is_drained`]); while
+    /// draining, only rounds this server may still join count.
     fn note_open_round(&mut self, message: &Message) {
-        let open = round_of(&self.instance, message).is_some_and(|round| round >= self.abc.round())
+        let open_in = |abc: &Abc, round: u64| {
+            round >= abc.round() && abc.drain_through().is_none_or(|through| round <= through)
+        };
+        let open = round_of(&self.instance, message).is_some_and(|round| open_in(&self.abc, round))
             || round_of(self.scabc.abc().instance(), message)
-                .is_some_and(|round| round >= self.scabc.abc().round());
+                .is_some_and(|round| open_in(self.scabc.abc(), round));
         if open {
             self.open_round_seen = Some(Instant::now());
         }
@@ -663,13 +667,23 @@ impl ProtocolTask {
         let mut outbound = Vec::with_capacity(messages.len());
         for outgoing in messages {
             let fenced = self.fence_of(&outgoing.message);
+            // Silent behind the fence; and while draining, beyond the last round this server
+            // may still join (what it would say there — an echo, a vote — is not needed to
+            // finish the rounds under way, and saying nothing there leaves it unfenced there).
             let silent = match fenced {
                 Some((FenceSpace::Abc, round)) => {
                     self.silent_through.is_some_and(|fence| round <= fence)
+                        || self.abc.drain_through().is_some_and(|last| round > last)
                 }
-                Some((FenceSpace::ScabcRounds, round)) => self
-                    .scabc_silent_through
-                    .is_some_and(|fence| round <= fence),
+                Some((FenceSpace::ScabcRounds, round)) => {
+                    self.scabc_silent_through
+                        .is_some_and(|fence| round <= fence)
+                        || self
+                            .scabc
+                            .abc()
+                            .drain_through()
+                            .is_some_and(|last| round > last)
+                }
                 _ => false,
             };
             if silent {

@@ -62,6 +62,10 @@ pub const ROUNDS_AHEAD_MAX: u64 = 4;
 /// The largest [`AbcConfig::rounds_ahead_max`] accepted: each round in the window may hold a
 /// batch per peer and an agreement.
 pub const ROUNDS_AHEAD_LIMIT: u64 = 64;
+/// Rounds beyond the current one (or the highest a peer was seen in) that a draining server still
+/// joins when a peer starts them ([`Abc::set_draining`]): one for the batch a peer pipelines
+/// ahead, one for a peer that begins to stop a moment later than this server.
+pub const DRAIN_SLACK_ROUNDS: u64 = 2;
 /// Rounds over which delivered requests are remembered (by digest) and not delivered again. A
 /// request delivered in round `r` is skipped in rounds `r + 1 ..= r + DEDUP_ROUNDS - 1`; beyond
 /// that a copy (resubmitted by a client, or replayed by a Byzantine server) counts as new, so
@@ -321,8 +325,8 @@ pub struct Abc {
     catch_up_waiting: BTreeMap<ServerId, u64>,
     /// Per round, the peers told its decision (each at most once).
     told: BTreeMap<u64, BTreeSet<ServerId>>,
-    /// Joins only rounds a peer started ([`Abc::set_draining`]).
-    draining: bool,
+    /// While draining: joins only rounds a peer started, up to this one ([`Abc::set_draining`]).
+    drain_through: Option<u64>,
 }
 
 impl Abc {
@@ -344,7 +348,7 @@ impl Abc {
             catch_up_asked: None,
             catch_up_waiting: BTreeMap::new(),
             told: BTreeMap::new(),
-            draining: false,
+            drain_through: None,
         }
     }
 
@@ -514,11 +518,22 @@ impl Abc {
     }
 
     /// While `draining`, this server starts no round of its own: it joins a round only when a
-    /// peer sent something for it, and still takes part in every round it joined, so the rounds
-    /// already under way finish. Pending requests stay pending. A stopping runtime uses it to
-    /// leave no round that it, but not the others, has sent messages in.
+    /// peer sent something for it, and only up to [`Abc::drain_through`] — the rounds under way
+    /// when draining began, and [`DRAIN_SLACK_ROUNDS`] more for peers a little behind in
+    /// stopping — and still takes part in every round it joined, so those rounds finish. Pending
+    /// requests stay pending. A stopping runtime uses it to leave no round that it, but not the
+    /// others, has sent messages in; peers that go on without stopping cannot keep it busy.
     pub fn set_draining(&mut self, draining: bool) {
-        self.draining = draining;
+        self.drain_through = draining.then(|| {
+            self.current
+                .max(self.peer_round_max.unwrap_or(0))
+                .saturating_add(DRAIN_SLACK_ROUNDS)
+        });
+    }
+
+    /// While draining, the last round this server may still join.
+    pub fn drain_through(&self) -> Option<u64> {
+        self.drain_through
     }
 
     /// Sets the time, milliseconds since the Unix epoch, this server proposes with the batches
@@ -884,10 +899,14 @@ impl Abc {
         }
         let class = (round % 2) as usize;
         let peer_started = self.peer_round_max.is_some_and(|seen| seen >= round);
-        let wanted = peer_started
-            || (!self.draining
-                && (self.pending.has_class(class)
-                    || (round == self.current && !self.pending.is_empty())));
+        let wanted = match self.drain_through {
+            Some(through) => peer_started && round <= through,
+            None => {
+                peer_started
+                    || self.pending.has_class(class)
+                    || (round == self.current && !self.pending.is_empty())
+            }
+        };
         if !wanted {
             return false;
         }
