@@ -845,16 +845,19 @@ fn a_whole_group_stopped_under_load_or_killed_while_idle_resumes_ordering() {
     assert!(drained.iter().all(|d| *d), "a server did not drain");
     assert!(resumable(&after_stop), "fences ahead: {after_stop:?}");
 
-    // The restarted group orders at once.
-    cluster.start_all();
-    let load = Load::start(&client, 4, "after-stop");
-    let after_restart = load.wait_for(40);
-    let (acks, failures) = load.finish();
-    assert!(
-        after_restart >= 40 && failures.is_empty(),
-        "{after_restart} answered after the restart; {failures:?}"
-    );
-    all_acks.extend(acks);
+    // The restarted group orders at once: 40 puts, none failed.
+    let orders_after_restart = |cluster: &mut Cluster, prefix: &str| -> Vec<Ack> {
+        cluster.start_all();
+        let load = Load::start(&client, 4, prefix);
+        let answered = load.wait_for(40);
+        let (acks, failures) = load.finish();
+        assert!(
+            answered >= 40 && failures.is_empty(),
+            "{answered} answered after the restart ({prefix}); {failures:?}"
+        );
+        acks
+    };
+    all_acks.extend(orders_after_restart(&mut cluster, "after-stop"));
 
     // (2) SIGKILL to all four after a second and a half of idleness.
     thread::sleep(Duration::from_millis(1_500));
@@ -864,15 +867,7 @@ fn a_whole_group_stopped_under_load_or_killed_while_idle_resumes_ordering() {
     let after_kill = fences(&cluster);
     eprintln!("killed while idle: (fence, next round) per server {after_kill:?}");
     assert!(resumable(&after_kill), "fences ahead: {after_kill:?}");
-    cluster.start_all();
-    let load = Load::start(&client, 4, "after-kill");
-    let after_kill_restart = load.wait_for(40);
-    let (acks, failures) = load.finish();
-    assert!(
-        after_kill_restart >= 40 && failures.is_empty(),
-        "{after_kill_restart} answered after the restart; {failures:?}"
-    );
-    all_acks.extend(acks);
+    all_acks.extend(orders_after_restart(&mut cluster, "after-kill"));
 
     for i in 1..=N {
         cluster.stop(i);

@@ -197,6 +197,16 @@ pub(crate) struct ProtocolTask {
     pub forward_peers: usize,
 }
 
+/// One atomic broadcast whose rounds are fenced, with what the task knows of its own part in it.
+struct RoundSpace<'a> {
+    space: FenceSpace,
+    abc: &'a Abc,
+    /// Silent for rounds up to this one.
+    silent_through: Option<u64>,
+    /// The last round this server sent a message in.
+    sent: Option<u64>,
+}
+
 /// A step of one of the two protocols.
 enum Stepped {
     Plain(Step<Delivered>),
@@ -309,25 +319,42 @@ impl ProtocolTask {
     /// Every round this server sent a message in is delivered here, in both atomic broadcasts,
     /// and no message of an unfinished round came for [`DRAIN_QUIET`].
     fn is_drained(&self) -> bool {
-        self.max_round_emitted
-            .is_none_or(|round| round < self.abc.round())
-            && self
-                .scabc_max_round_emitted
-                .is_none_or(|round| round < self.scabc.abc().round())
+        self.round_spaces()
+            .iter()
+            .all(|space| space.sent.is_none_or(|round| round < space.abc.round()))
             && self
                 .open_round_seen
                 .is_none_or(|seen| seen.elapsed() >= DRAIN_QUIET)
     }
 
+    /// The two atomic broadcasts whose rounds are fenced: the plain one and secure causal atomic
+    /// broadcast's ordering.
+    fn round_spaces(&self) -> [RoundSpace<'_>; 2] {
+        [
+            RoundSpace {
+                space: FenceSpace::Abc,
+                abc: &self.abc,
+                silent_through: self.silent_through,
+                sent: self.max_round_emitted,
+            },
+            RoundSpace {
+                space: FenceSpace::ScabcRounds,
+                abc: self.scabc.abc(),
+                silent_through: self.scabc_silent_through,
+                sent: self.scabc_max_round_emitted,
+            },
+        ]
+    }
+
     /// Notes when a message of a round not delivered here arrives (see [`Self::is_drained`]); while
     /// draining, only rounds this server may still join count.
     fn note_open_round(&mut self, message: &Message) {
-        let open_in = |abc: &Abc, round: u64| {
-            round >= abc.round() && abc.drain_through().is_none_or(|through| round <= through)
-        };
-        let open = round_of(&self.instance, message).is_some_and(|round| open_in(&self.abc, round))
-            || round_of(self.scabc.abc().instance(), message)
-                .is_some_and(|round| open_in(self.scabc.abc(), round));
+        let open = self.round_spaces().iter().any(|space| {
+            round_of(space.abc.instance(), message).is_some_and(|round| {
+                round >= space.abc.round()
+                    && space.abc.drain_through().is_none_or(|last| round <= last)
+            })
+        });
         if open {
             self.open_round_seen = Some(Instant::now());
         }
@@ -670,22 +697,13 @@ impl ProtocolTask {
             // Silent behind the fence; and while draining, beyond the last round this server
             // may still join (what it would say there — an echo, a vote — is not needed to
             // finish the rounds under way, and saying nothing there leaves it unfenced there).
-            let silent = match fenced {
-                Some((FenceSpace::Abc, round)) => {
-                    self.silent_through.is_some_and(|fence| round <= fence)
-                        || self.abc.drain_through().is_some_and(|last| round > last)
-                }
-                Some((FenceSpace::ScabcRounds, round)) => {
-                    self.scabc_silent_through
-                        .is_some_and(|fence| round <= fence)
-                        || self
-                            .scabc
-                            .abc()
-                            .drain_through()
-                            .is_some_and(|last| round > last)
-                }
-                _ => false,
-            };
+            let silent = fenced.is_some_and(|(fenced_space, round)| {
+                self.round_spaces().iter().any(|space| {
+                    space.space == fenced_space
+                        && (space.silent_through.is_some_and(|fence| round <= fence)
+                            || space.abc.drain_through().is_some_and(|last| round > last))
+                })
+            });
             if silent {
                 self.metrics.fenced_messages.fetch_add(1, Ordering::Relaxed);
                 continue;

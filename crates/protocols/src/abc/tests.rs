@@ -153,26 +153,9 @@ pub(crate) mod driver {
         /// held servers wait aside).
         pub(crate) fn run(&mut self) {
             for _ in 0..DELIVERIES_MAX {
-                if self.in_flight.is_empty() {
+                if !self.deliver_one() {
                     return;
                 }
-                let pick = self.rng.gen_range(0..self.in_flight.len());
-                let (from, to, message) = self.in_flight.swap_remove(pick);
-                if self.silent.contains(&to) {
-                    continue;
-                }
-                if self.held.contains(&to) {
-                    self.waiting.push((from, to, message));
-                    continue;
-                }
-                if let Some(lose) = &mut self.lose
-                    && lose(from, to, &message)
-                {
-                    continue;
-                }
-                let step =
-                    self.nodes[to.slot()].handle(&mut self.parties[to.slot()], from, &message);
-                self.apply(to, step);
             }
             panic!("no quiescence after {DELIVERIES_MAX} deliveries");
         }
@@ -180,22 +163,36 @@ pub(crate) mod driver {
         /// Delivers at most `deliveries` messages (in the same seeded order as [`Self::run`]).
         pub(crate) fn run_for(&mut self, deliveries: usize) {
             for _ in 0..deliveries {
-                if self.in_flight.is_empty() {
+                if !self.deliver_one() {
                     return;
                 }
-                let pick = self.rng.gen_range(0..self.in_flight.len());
-                let (from, to, message) = self.in_flight.swap_remove(pick);
-                if self.silent.contains(&to) {
-                    continue;
-                }
-                if self.held.contains(&to) {
-                    self.waiting.push((from, to, message));
-                    continue;
-                }
-                let step =
-                    self.nodes[to.slot()].handle(&mut self.parties[to.slot()], from, &message);
-                self.apply(to, step);
             }
+        }
+
+        /// Takes one message in flight, drawn by the seeded rng, and delivers it unless its
+        /// recipient is silent or held (it then waits) or [`Self::lose`] drops it. False when
+        /// nothing is in flight.
+        fn deliver_one(&mut self) -> bool {
+            if self.in_flight.is_empty() {
+                return false;
+            }
+            let pick = self.rng.gen_range(0..self.in_flight.len());
+            let (from, to, message) = self.in_flight.swap_remove(pick);
+            if self.silent.contains(&to) {
+                return true;
+            }
+            if self.held.contains(&to) {
+                self.waiting.push((from, to, message));
+                return true;
+            }
+            if let Some(lose) = &mut self.lose
+                && lose(from, to, &message)
+            {
+                return true;
+            }
+            let step = self.nodes[to.slot()].handle(&mut self.parties[to.slot()], from, &message);
+            self.apply(to, step);
+            true
         }
 
         /// Stops delivering to `server` (its messages wait) until [`Self::release`].
