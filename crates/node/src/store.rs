@@ -526,6 +526,12 @@ impl Store {
         }))
     }
 
+    /// A stored certificate, decoded (a damaged one is an error naming the table).
+    fn certificate(&self, bytes: &[u8]) -> Result<CheckpointCertificate, StoreError> {
+        CheckpointCertificate::from_bytes(bytes)
+            .map_err(|e| self.damaged("checkpoints", e.to_string()))
+    }
+
     /// The certificate of the first checkpoint at or after `round`.
     pub fn certificate_from(
         &self,
@@ -538,9 +544,7 @@ impl Store {
             None => Ok(None),
             Some(entry) => {
                 let (_, value) = entry.map_err(|e| self.io(e))?;
-                CheckpointCertificate::from_bytes(value.value())
-                    .map(Some)
-                    .map_err(|e| self.damaged("checkpoints", e.to_string()))
+                self.certificate(value.value()).map(Some)
             }
         }
     }
@@ -557,9 +561,7 @@ impl Store {
             None => Ok(None),
             Some(entry) => {
                 let (_, value) = entry.map_err(|e| self.io(e))?;
-                CheckpointCertificate::from_bytes(value.value())
-                    .map(Some)
-                    .map_err(|e| self.damaged("checkpoints", e.to_string()))
+                self.certificate(value.value()).map(Some)
             }
         }
     }
@@ -570,9 +572,7 @@ impl Store {
         let table = txn.open_table(CHECKPOINTS).map_err(|e| self.io(e))?;
         match table.last().map_err(|e| self.io(e))? {
             None => Ok(None),
-            Some((_, value)) => CheckpointCertificate::from_bytes(value.value())
-                .map(Some)
-                .map_err(|e| self.damaged("checkpoints", e.to_string())),
+            Some((_, value)) => self.certificate(value.value()).map(Some),
         }
     }
 
