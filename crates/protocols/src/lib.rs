@@ -17,6 +17,7 @@
 //! | [`aba`] | binary validated agreement, plain and biased | CKS00; CKPS01 §3 |
 //! | [`mvba`] | multi-valued validated agreement (external predicate) | CKPS01 §4 |
 //! | [`abc`] | atomic broadcast: batches certified once, agreement on certificates | CKPS01 §5; Dumbo-NG |
+//! | [`oabc`] | optimistic atomic broadcast: a leader sequences, recovery through [`abc`] | Kursawe–Shoup |
 //! | [`scabc`] | secure causal atomic broadcast: threshold-decrypt after ordering | CKPS01 §6 |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ mod instance;
 mod message;
 pub mod mutation;
 pub mod mvba;
+pub mod oabc;
 mod party;
 pub mod rbc;
 pub mod scabc;

@@ -37,6 +37,8 @@ pub enum Body {
     Abc(crate::abc::Message),
     /// Secure causal atomic broadcast (decryption shares).
     Scabc(crate::scabc::Message),
+    /// Optimistic atomic broadcast (its own messages; its recovery's travel as theirs).
+    Oabc(crate::oabc::Message),
 }
 
 impl Encode for Message {
@@ -67,6 +69,10 @@ impl Encode for Message {
                 out.push(6);
                 body.encode_to(out);
             }
+            Body::Oabc(body) => {
+                out.push(7);
+                body.encode_to(out);
+            }
         }
     }
 }
@@ -88,6 +94,7 @@ impl Decode for Message {
             4 => Body::Mvba(Decode::decode_from(reader)?),
             5 => Body::Abc(Decode::decode_from(reader)?),
             6 => Body::Scabc(Decode::decode_from(reader)?),
+            7 => Body::Oabc(Decode::decode_from(reader)?),
             _ => {
                 return Err(DecodeError::Invalid {
                     what: "message",

@@ -1,0 +1,251 @@
+//! The messages of optimistic atomic broadcast and their canonical encodings: a tag byte, then
+//! the fields (`u64` big-endian, digests as 32 raw bytes, batches `u32`-length-prefixed).
+
+use sintra_crypto::ServerId;
+use sintra_crypto::bls::{Signature, SignatureShare};
+use sintra_crypto::encoding::{Decode, DecodeError, Encode, Reader, put_bytes};
+
+use crate::cbc::{self, Digest};
+
+/// A server's account of where the optimistic phase of an epoch got to: its highest prepared
+/// certificate (or none), signed by the reporter (a share under the agreement key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The epoch.
+    pub epoch: u64,
+    /// The highest sequence number with a certificate here (0: none).
+    pub seq: u64,
+    /// The chain value at `seq` (the epoch's genesis for 0).
+    pub chain: Digest,
+    /// The certificate on `prepare(epoch, seq, chain)` (absent exactly when `seq` is 0).
+    pub certificate: Option<Signature>,
+    /// The reporter's share on `report(epoch, seq, chain)`; its id names the reporter.
+    pub share: SignatureShare,
+}
+
+/// A message of one optimistic atomic-broadcast instance. Fields are public so that simulated
+/// Byzantine servers can forge them; an honest instance checks everything it receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// The leader's batch number `seq` of `epoch` (an encoded [`crate::abc::Batch`]).
+    Order {
+        /// The epoch.
+        epoch: u64,
+        /// Its sequence number, from 1.
+        seq: u64,
+        /// The encoded batch.
+        batch: Vec<u8>,
+    },
+    /// A share on `prepare(epoch, seq, chain)`.
+    Prepare {
+        /// The epoch.
+        epoch: u64,
+        /// The sequence number.
+        seq: u64,
+        /// The sender's chain value at `seq`.
+        chain: Digest,
+        /// The share (agreement key).
+        share: SignatureShare,
+    },
+    /// "I hold a certificate on `prepare(epoch, seq, chain)`."
+    Commit {
+        /// The epoch.
+        epoch: u64,
+        /// The sequence number.
+        seq: u64,
+        /// The certified chain value.
+        chain: Digest,
+    },
+    /// "The optimistic phase of `epoch` does not progress for me."
+    Complain {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// A report, sent to all so that every server submits it to the recovery broadcast.
+    Report(Report),
+    /// "Send me the batches of `epoch` up to `seq`, whose chain value there is `chain`" (at
+    /// most [`super::BATCHES_RETAINED`] of them, the last ones).
+    Fetch {
+        /// The epoch.
+        epoch: u64,
+        /// The last sequence number wanted.
+        seq: u64,
+        /// Its trusted chain value: a server answers only when its own chain agrees, so a
+        /// reply that does not link is the replier's fault.
+        chain: Digest,
+    },
+    /// The answer to [`Message::Fetch`]: the batch and the chain value before it.
+    Batch {
+        /// The epoch.
+        epoch: u64,
+        /// The sequence number.
+        seq: u64,
+        /// The chain value at `seq - 1`.
+        previous: Digest,
+        /// The encoded batch.
+        batch: Vec<u8>,
+    },
+}
+
+const TAG_ORDER: u8 = 0;
+const TAG_PREPARE: u8 = 1;
+const TAG_COMMIT: u8 = 2;
+const TAG_COMPLAIN: u8 = 3;
+const TAG_REPORT: u8 = 4;
+const TAG_FETCH: u8 = 5;
+const TAG_BATCH: u8 = 6;
+
+impl Encode for Report {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.chain);
+        match &self.certificate {
+            None => out.push(0),
+            Some(certificate) => {
+                out.push(1);
+                certificate.encode_to(out);
+            }
+        }
+        self.share.encode_to(out);
+    }
+}
+
+impl Decode for Report {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let epoch = reader.u64()?;
+        let seq = reader.u64()?;
+        let chain = reader.array()?;
+        let certificate = match reader.u8()? {
+            0 => None,
+            1 => Some(Signature::decode_from(reader)?),
+            _ => {
+                return Err(DecodeError::Invalid {
+                    what: "oabc report",
+                    why: "certificate flag is neither 0 nor 1",
+                });
+            }
+        };
+        if certificate.is_some() != (seq > 0) {
+            return Err(DecodeError::Invalid {
+                what: "oabc report",
+                why: "a certificate comes with exactly the positive sequence numbers",
+            });
+        }
+        Ok(Self {
+            epoch,
+            seq,
+            chain,
+            certificate,
+            share: SignatureShare::decode_from(reader)?,
+        })
+    }
+}
+
+impl Encode for Message {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        match self {
+            Message::Order { epoch, seq, batch } => {
+                out.push(TAG_ORDER);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                put_bytes(out, batch);
+            }
+            Message::Prepare {
+                epoch,
+                seq,
+                chain,
+                share,
+            } => {
+                out.push(TAG_PREPARE);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(chain);
+                share.encode_to(out);
+            }
+            Message::Commit { epoch, seq, chain } => {
+                out.push(TAG_COMMIT);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(chain);
+            }
+            Message::Complain { epoch } => {
+                out.push(TAG_COMPLAIN);
+                out.extend_from_slice(&epoch.to_be_bytes());
+            }
+            Message::Report(report) => {
+                out.push(TAG_REPORT);
+                report.encode_to(out);
+            }
+            Message::Fetch { epoch, seq, chain } => {
+                out.push(TAG_FETCH);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(chain);
+            }
+            Message::Batch {
+                epoch,
+                seq,
+                previous,
+                batch,
+            } => {
+                out.push(TAG_BATCH);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(previous);
+                put_bytes(out, batch);
+            }
+        }
+    }
+}
+
+impl Decode for Message {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match reader.u8()? {
+            TAG_ORDER => Message::Order {
+                epoch: reader.u64()?,
+                seq: reader.u64()?,
+                batch: reader.bytes("oabc batch", cbc::BODY_BYTES_MAX)?.to_vec(),
+            },
+            TAG_PREPARE => Message::Prepare {
+                epoch: reader.u64()?,
+                seq: reader.u64()?,
+                chain: reader.array()?,
+                share: SignatureShare::decode_from(reader)?,
+            },
+            TAG_COMMIT => Message::Commit {
+                epoch: reader.u64()?,
+                seq: reader.u64()?,
+                chain: reader.array()?,
+            },
+            TAG_COMPLAIN => Message::Complain {
+                epoch: reader.u64()?,
+            },
+            TAG_REPORT => Message::Report(Report::decode_from(reader)?),
+            TAG_FETCH => Message::Fetch {
+                epoch: reader.u64()?,
+                seq: reader.u64()?,
+                chain: reader.array()?,
+            },
+            TAG_BATCH => Message::Batch {
+                epoch: reader.u64()?,
+                seq: reader.u64()?,
+                previous: reader.array()?,
+                batch: reader.bytes("oabc batch", cbc::BODY_BYTES_MAX)?.to_vec(),
+            },
+            _ => {
+                return Err(DecodeError::Invalid {
+                    what: "oabc message",
+                    why: "unknown tag",
+                });
+            }
+        })
+    }
+}
+
+impl Report {
+    /// The reporter.
+    pub fn reporter(&self) -> ServerId {
+        self.share.id()
+    }
+}

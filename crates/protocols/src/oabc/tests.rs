@@ -1,0 +1,473 @@
+//! Optimistic atomic broadcast end to end with real threshold cryptography over the seeded-shuffle
+//! network of the atomic-broadcast tests: an honest leader delivers everything without the
+//! recovery; a silent leader is replaced through the recovery; complaints at random moments (a
+//! hostile timer) never break total order; an equivocating leader cannot split the order and the
+//! server it deceived fetches the certified batch; bad shares and forged reports are blamed on
+//! their sender; encodings round-trip and arbitrary bytes never panic the decoder.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use sintra_crypto::ServerId;
+use sintra_crypto::encoding::{Decode, Encode};
+
+use super::*;
+use crate::abc::tests::driver::{Net, Node};
+use crate::rbc::tests::network::id;
+use crate::{Message as Envelope, Target};
+
+impl Node for Oabc {
+    type Output = Delivered;
+    fn handle(&mut self, party: &mut Party, from: ServerId, message: &Envelope) -> Step<Delivered> {
+        self.handle_message(party, from, message)
+    }
+}
+
+fn instance() -> InstanceId {
+    InstanceId::root("test").unwrap().child("oabc").unwrap()
+}
+
+fn config() -> OabcConfig {
+    OabcConfig {
+        abc: AbcConfig {
+            batch_requests_max: 8,
+            batch_bytes_max: 4096,
+            request_bytes_max: 256,
+            pending_requests_max: 256,
+            rounds_ahead_max: 2,
+        },
+        pipeline_max: 3,
+        ..OabcConfig::default()
+    }
+}
+
+fn network(n: u16, seed: u64, silent: &[u16]) -> Net<Oabc> {
+    Net::new(n, seed, silent, |_| Oabc::new(instance(), config()))
+}
+
+fn request(i: usize) -> Vec<u8> {
+    format!("request {i:04}").into_bytes()
+}
+
+/// Submits `requests` to every honest server (what the runtime's forwarding does).
+fn submit_everywhere(net: &mut Net<Oabc>, requests: &[Vec<u8>]) {
+    for server in net.honest() {
+        for request in requests {
+            net.call(server, |node, party| {
+                node.submit(party, request.clone()).expect("accepted")
+            });
+        }
+    }
+}
+
+/// Runs to quiescence; while an honest server still has pending requests, its patience runs
+/// out (it suspects) and the run goes on — at most `rounds` times.
+fn run_with_patience(net: &mut Net<Oabc>, rounds: usize) -> usize {
+    let mut suspicions = 0;
+    for _ in 0..rounds {
+        net.run();
+        let waiting: Vec<ServerId> = net
+            .honest()
+            .into_iter()
+            .filter(|s| net.nodes[s.slot()].pending() > 0)
+            .collect();
+        if waiting.is_empty() {
+            return suspicions;
+        }
+        for server in waiting {
+            suspicions += 1;
+            net.call(server, |node, party| node.suspect(party));
+        }
+    }
+    suspicions
+}
+
+/// Asserts one common sequence at every honest server, positions without gaps, each request
+/// once, exactly `expected`; returns the deliveries of the first honest server.
+fn assert_total_order(net: &Net<Oabc>, expected: &BTreeSet<Vec<u8>>) -> Vec<Delivered> {
+    let honest = net.honest();
+    let reference = net.outputs.get(&honest[0]).cloned().unwrap_or_default();
+    for server in &honest {
+        let outputs = net.outputs.get(server).cloned().unwrap_or_default();
+        for (index, delivered) in outputs.iter().enumerate() {
+            assert_eq!(delivered.position, index as u64, "{server}: positions");
+        }
+        let requests: Vec<&Vec<u8>> = outputs.iter().map(|d| &d.request).collect();
+        let first: Vec<&Vec<u8>> = reference.iter().map(|d| &d.request).collect();
+        assert_eq!(requests, first, "{server} and {} differ", honest[0]);
+        assert_eq!(
+            outputs.iter().map(|d| (d.epoch, d.seq)).collect::<Vec<_>>(),
+            reference
+                .iter()
+                .map(|d| (d.epoch, d.seq))
+                .collect::<Vec<_>>(),
+            "{server}: the same epochs and batches"
+        );
+        assert_eq!(net.nodes[server.slot()].pending(), 0, "{server} pending");
+    }
+    let distinct: BTreeSet<Vec<u8>> = reference.iter().map(|d| d.request.clone()).collect();
+    assert_eq!(distinct.len(), reference.len(), "a request delivered twice");
+    assert_eq!(&distinct, expected, "delivered set");
+    reference
+}
+
+#[test]
+fn an_honest_leader_delivers_everything_without_the_recovery() {
+    for (n, seed) in [(1u16, 1u64), (4, 2), (4, 3), (7, 4)] {
+        let mut net = network(n, seed, &[]);
+        let requests: Vec<Vec<u8>> = (0..40).map(request).collect();
+        submit_everywhere(&mut net, &requests);
+        net.run();
+        let expected: BTreeSet<Vec<u8>> = requests.iter().cloned().collect();
+        let delivered = assert_total_order(&net, &expected);
+        assert!(delivered.iter().all(|d| d.epoch == 0 && d.seq.is_some()));
+        for server in net.honest() {
+            let node = &net.nodes[server.slot()];
+            assert_eq!(
+                node.recovery().round(),
+                0,
+                "{server}: the recovery never ran"
+            );
+            assert_eq!(node.epoch(), 0);
+        }
+        net.assert_no_honest_blamed();
+        let batches = delivered.iter().filter_map(|d| d.seq).max().unwrap_or(0);
+        println!(
+            "n = {n}: 40 requests in {batches} batches, {:.1} messages and {:.0} bytes per request",
+            net.messages as f64 / 40.0,
+            net.bytes as f64 / 40.0
+        );
+    }
+}
+
+#[test]
+fn a_silent_leader_is_replaced_through_the_recovery() {
+    for seed in 10..13u64 {
+        // Server 1 leads epoch 0 and says nothing.
+        let mut net = network(4, seed, &[1]);
+        let requests: Vec<Vec<u8>> = (0..20).map(request).collect();
+        submit_everywhere(&mut net, &requests);
+        net.run();
+        assert!(
+            net.outputs.values().all(|o| o.is_empty()),
+            "nothing without a leader"
+        );
+        let suspicions = run_with_patience(&mut net, 10);
+        let expected: BTreeSet<Vec<u8>> = requests.iter().cloned().collect();
+        let delivered = assert_total_order(&net, &expected);
+        for server in net.honest() {
+            assert!(
+                net.nodes[server.slot()].epoch() >= 1,
+                "{server} left epoch 0"
+            );
+        }
+        net.assert_no_honest_blamed();
+        let recovered = delivered.iter().filter(|d| d.seq.is_none()).count();
+        println!(
+            "seed {seed}: {suspicions} suspicions; {recovered} requests ordered by the recovery, {} by epoch 1's leader",
+            delivered.len() - recovered
+        );
+        // Later requests go through epoch 1's leader (server 2) optimistically.
+        let later: Vec<Vec<u8>> = (100..110).map(request).collect();
+        submit_everywhere(&mut net, &later);
+        net.run();
+        let mut all = expected.clone();
+        all.extend(later.iter().cloned());
+        let delivered = assert_total_order(&net, &all);
+        assert!(
+            delivered[delivered.len() - 10..]
+                .iter()
+                .all(|d| d.seq.is_some() && d.epoch >= 1),
+            "optimistic again after the recovery"
+        );
+    }
+}
+
+#[test]
+fn complaints_at_any_moment_never_break_total_order() {
+    for seed in 20..26u64 {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut net = network(4, seed, &[]);
+        let mut expected = BTreeSet::new();
+        for wave in 0..4 {
+            let requests: Vec<Vec<u8>> = (0..12).map(|i| request(wave * 100 + i)).collect();
+            expected.extend(requests.iter().cloned());
+            submit_everywhere(&mut net, &requests);
+            // A hostile timer: a random server suspects after a random number of deliveries.
+            for _ in 0..3 {
+                net.run_for(rng.gen_range(0..60));
+                for _ in 0..rng.gen_range(1..=2) {
+                    let server = id(rng.gen_range(1..=4));
+                    net.call(server, |node, party| node.suspect(party));
+                }
+            }
+        }
+        run_with_patience(&mut net, 20);
+        let delivered = assert_total_order(&net, &expected);
+        net.assert_no_honest_blamed();
+        let epochs = net
+            .honest()
+            .iter()
+            .map(|s| net.nodes[s.slot()].epoch())
+            .max();
+        println!(
+            "seed {seed}: {} requests, {} through recoveries, epochs reached {epochs:?}",
+            delivered.len(),
+            delivered.iter().filter(|d| d.seq.is_none()).count()
+        );
+    }
+}
+
+fn batch_of(requests: &[Vec<u8>]) -> Vec<u8> {
+    Batch {
+        time_ms: 0,
+        requests: requests.to_vec(),
+    }
+    .to_bytes()
+}
+
+/// What server 1 (Byzantine, the leader of epoch 0) sends to `to`: ORDER(0, 1, batch), its
+/// prepare share on the chain that batch makes, and a COMMIT on the chain `committed` makes.
+fn leader_sends(net: &mut Net<Oabc>, to: u16, batch: &[u8], committed: &[u8]) {
+    let chain_of = |batch: &[u8]| link(&genesis(&instance(), 0), &batch_digest(&instance(), batch));
+    let chain = chain_of(batch);
+    let share = net.parties[0].keys.agreement.sign(
+        &Context::new(PREPARE_PURPOSE, instance().as_bytes()),
+        &statement(0, 1, &chain),
+    );
+    let envelope = |body| Envelope {
+        instance: instance(),
+        body: Body::Oabc(body),
+    };
+    net.inject(
+        id(1),
+        Target::Server(id(to)),
+        envelope(Message::Order {
+            epoch: 0,
+            seq: 1,
+            batch: batch.to_vec(),
+        }),
+    );
+    net.inject(
+        id(1),
+        Target::Server(id(to)),
+        envelope(Message::Prepare {
+            epoch: 0,
+            seq: 1,
+            chain,
+            share,
+        }),
+    );
+    net.inject(
+        id(1),
+        Target::Server(id(to)),
+        envelope(Message::Commit {
+            epoch: 0,
+            seq: 1,
+            chain: chain_of(committed),
+        }),
+    );
+}
+
+#[test]
+fn an_equivocating_leader_cannot_split_the_order() {
+    for seed in 30..33u64 {
+        let mut net = network(4, seed, &[1]);
+        let requests: Vec<Vec<u8>> = (0..6).map(request).collect();
+        submit_everywhere(&mut net, &requests);
+        let a = batch_of(&requests[..3]);
+        let b = batch_of(&requests[3..]);
+        // Servers 2 and 3 get batch A, server 4 gets batch B: A is certified (1, 2, 3) and
+        // committed (the leader's COMMIT on A completes the quorum at server 4 too); server 4
+        // must fetch A instead of delivering B.
+        leader_sends(&mut net, 2, &a, &a);
+        leader_sends(&mut net, 3, &a, &a);
+        leader_sends(&mut net, 4, &b, &a);
+        net.run();
+        for server in [2u16, 3, 4] {
+            let outputs = net.outputs.get(&id(server)).cloned().unwrap_or_default();
+            let got: Vec<Vec<u8>> = outputs.iter().map(|d| d.request.clone()).collect();
+            assert_eq!(
+                got,
+                requests[..3].to_vec(),
+                "server {server} delivered batch A"
+            );
+        }
+        run_with_patience(&mut net, 10);
+        let expected: BTreeSet<Vec<u8>> = requests.iter().cloned().collect();
+        assert_total_order(&net, &expected);
+        net.assert_no_honest_blamed();
+    }
+}
+
+#[test]
+fn two_orders_for_one_sequence_number_are_an_equivocation_and_a_complaint() {
+    let mut net = network(4, 40, &[1]);
+    let requests: Vec<Vec<u8>> = (0..4).map(request).collect();
+    submit_everywhere(&mut net, &requests);
+    let (a, b) = (batch_of(&requests[..2]), batch_of(&requests[2..]));
+    leader_sends(&mut net, 2, &a, &a);
+    leader_sends(&mut net, 2, &b, &b);
+    net.run();
+    assert!(
+        net.faults
+            .iter()
+            .any(|(at, f)| *at == id(2) && f.server == id(1) && f.kind == FaultKind::Equivocation),
+        "server 2 blamed the leader: {:?}",
+        net.faults
+    );
+    net.assert_no_honest_blamed();
+    run_with_patience(&mut net, 10);
+    assert_total_order(&net, &requests.iter().cloned().collect());
+}
+
+#[test]
+fn invalid_shares_and_forged_reports_are_blamed_on_their_sender() {
+    let mut net = network(4, 50, &[4]);
+    let requests: Vec<Vec<u8>> = (0..5).map(request).collect();
+    submit_everywhere(&mut net, &requests);
+    // Server 4 signs the wrong statement for batch 1 of whatever the leader orders: its share
+    // cannot combine.
+    let bad = net.parties[3].keys.agreement.sign(
+        &Context::new(PREPARE_PURPOSE, instance().as_bytes()),
+        b"something else",
+    );
+    // A report in server 4's name with a bad share.
+    let forged = Report {
+        epoch: 0,
+        seq: 0,
+        chain: genesis(&instance(), 0),
+        certificate: None,
+        share: bad,
+    };
+    for to in [1u16, 2, 3] {
+        net.inject(
+            id(4),
+            Target::Server(id(to)),
+            Envelope {
+                instance: instance(),
+                body: Body::Oabc(Message::Report(forged.clone())),
+            },
+        );
+    }
+    net.run();
+    // Make server 4's bad share take part: the honest ones prepared batch 1 under chain c.
+    let chain = net.nodes[1].epochs[&0].chain[&1];
+    let mut net2 = network(4, 51, &[4]);
+    submit_everywhere(&mut net2, &requests);
+    for to in [1u16, 2, 3] {
+        net2.inject(
+            id(4),
+            Target::Server(id(to)),
+            Envelope {
+                instance: instance(),
+                body: Body::Oabc(Message::Prepare {
+                    epoch: 0,
+                    seq: 1,
+                    chain,
+                    share: bad,
+                }),
+            },
+        );
+    }
+    net2.run();
+    assert_total_order(&net, &requests.iter().cloned().collect());
+    assert_total_order(&net2, &requests.iter().cloned().collect());
+    let blamed = |net: &Net<Oabc>, kind| {
+        net.faults
+            .iter()
+            .filter(|(_, f)| f.server == id(4) && f.kind == kind)
+            .count()
+    };
+    assert_eq!(
+        blamed(&net, FaultKind::InvalidShare),
+        3,
+        "the forged report"
+    );
+    assert!(
+        blamed(&net2, FaultKind::InvalidShare) >= 1,
+        "the bad prepare share: {:?}",
+        net2.faults
+    );
+    net.assert_no_honest_blamed();
+    net2.assert_no_honest_blamed();
+}
+
+fn arbitrary_message() -> impl proptest::strategy::Strategy<Value = Message> {
+    let parties = crate::rbc::tests::network::parties(4, 9);
+    let share = parties[0]
+        .keys
+        .agreement
+        .sign(&Context::new("x", b"y"), b"z");
+    (
+        0u8..7,
+        any::<u64>(),
+        any::<u64>(),
+        any::<[u8; 32]>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(move |(tag, epoch, seq, chain, batch)| match tag {
+            0 => Message::Order { epoch, seq, batch },
+            1 => Message::Prepare {
+                epoch,
+                seq,
+                chain,
+                share,
+            },
+            2 => Message::Commit { epoch, seq, chain },
+            3 => Message::Complain { epoch },
+            4 => Message::Report(Report {
+                epoch,
+                seq: 0,
+                chain,
+                certificate: None,
+                share,
+            }),
+            5 => Message::Fetch { epoch, seq, chain },
+            _ => Message::Batch {
+                epoch,
+                seq,
+                previous: chain,
+                batch,
+            },
+        })
+}
+
+proptest! {
+    #[test]
+    fn messages_round_trip(message in arbitrary_message()) {
+        let bytes = message.to_bytes();
+        prop_assert_eq!(Message::from_bytes(&bytes).unwrap(), message);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Message::from_bytes(&bytes);
+        let _ = Report::from_bytes(&bytes);
+    }
+}
+
+#[test]
+fn the_state_stays_within_its_windows() {
+    let mut net = network(4, 60, &[]);
+    let mut expected = BTreeSet::new();
+    for wave in 0..6 {
+        let requests: Vec<Vec<u8>> = (0..30).map(|i| request(wave * 100 + i)).collect();
+        expected.extend(requests.iter().cloned());
+        submit_everywhere(&mut net, &requests);
+        net.run();
+        for server in net.honest() {
+            net.call(server, |node, party| node.suspect(party));
+        }
+    }
+    run_with_patience(&mut net, 20);
+    assert_total_order(&net, &expected);
+    for server in net.honest() {
+        let node = &net.nodes[server.slot()];
+        assert!(node.live_epochs() as u64 <= EPOCHS_AHEAD_MAX + 1 + EPOCHS_RETAINED);
+        assert!(node.epoch() >= 5, "{server} went through the recoveries");
+        let _: &BTreeMap<u64, Epoch> = &node.epochs;
+    }
+}
