@@ -22,7 +22,7 @@ const FAILURES_SHOWN_MAX: usize = 20;
 /// Arguments of `sintra sim`.
 #[derive(Args, Debug, Clone)]
 pub struct SimArgs {
-    /// The protocol: rbc, cbc, aba, mvba, abc or scabc.
+    /// The protocol: rbc, cbc, aba, mvba, abc, oabc or scabc.
     #[arg(long)]
     pub protocol: String,
     /// Number of servers `n`.
@@ -66,7 +66,7 @@ pub struct SimArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// No such protocol.
-    #[error("unknown protocol `{0}`: use rbc, cbc, aba, mvba, abc or scabc")]
+    #[error("unknown protocol `{0}`: use rbc, cbc, aba, mvba, abc, oabc or scabc")]
     UnknownProtocol(String),
     /// An unknown adversary name.
     #[error("unknown adversary `{0}`: use NETWORK, STRATEGY, STRATEGY+NETWORK or all (see --help)")]
@@ -92,6 +92,7 @@ pub fn run(args: SimArgs) -> Result<ExitCode, CliError> {
         "aba" => run_protocol(&crate::adapters::aba::AbaAdapter, &args),
         "mvba" => run_protocol(&crate::adapters::mvba::MvbaAdapter, &args),
         "abc" => run_protocol(&crate::adapters::abc::AbcAdapter, &args),
+        "oabc" => run_protocol(&crate::adapters::oabc::OabcAdapter, &args),
         "scabc" => run_protocol(&crate::adapters::scabc::ScabcAdapter, &args),
         other => Err(CliError::UnknownProtocol(other.to_string())),
     }

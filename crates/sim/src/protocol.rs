@@ -286,6 +286,19 @@ pub trait Protocol: Sync {
     }
 
     /// What the adversaries may know about a message.
+    /// Whether the server's patience timer runs: a protocol that relies on a runtime timeout
+    /// for liveness (never for safety) says when it waits for one. The simulator then queues one
+    /// timer event for the server, fired whenever the network picks it.
+    fn patience_running(&self, _node: &Self::Node) -> bool {
+        false
+    }
+
+    /// The server's patience ran out (see [`Protocol::patience_running`]).
+    fn patience_out(&self, _node: &mut Self::Node, _party: &mut Party) -> Effects<Self::Message> {
+        Effects::default()
+    }
+
+    /// How the adversaries see `message` (see [`Class`]); default: nothing known.
     fn classify(&self, _message: &Self::Message) -> Class {
         Class::default()
     }

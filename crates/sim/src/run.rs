@@ -134,6 +134,8 @@ struct Simulation<'a, P: Protocol> {
     slots: BTreeMap<SlotKey, [u8; 32]>,
     metrics: RunMetrics,
     trace: Trace,
+    /// Patience timers armed, per (server, instance).
+    timers: BTreeSet<(ServerId, usize)>,
 }
 
 /// Runs one configuration with `adapter`.
@@ -290,6 +292,7 @@ pub fn run<P: Protocol>(adapter: &P, config: &RunConfig) -> Result<RunReport, Ru
         slots: BTreeMap::new(),
         metrics: RunMetrics::default(),
         trace: Trace::default(),
+        timers: BTreeSet::new(),
     };
     for instance in 0..instance_count {
         for id in &everyone {
@@ -437,6 +440,16 @@ impl<P: Protocol> Simulation<'_, P> {
             Event::Start { instance } => {
                 self.trace.start(to, instance);
                 self.start(to, instance);
+            }
+            Event::Timer { instance } => {
+                self.trace.timer(to, instance);
+                self.timers.remove(&(to, instance));
+                if self.is_honest(to) {
+                    let adapter = self.adapter;
+                    let s = &mut self.servers[to.slot()];
+                    let effects = adapter.patience_out(&mut s.nodes[instance], &mut s.party);
+                    self.honest_effects(to, instance, effects);
+                }
             }
             Event::Deliver {
                 payload,
@@ -606,6 +619,10 @@ impl<P: Protocol> Simulation<'_, P> {
     }
 
     fn honest_effects(&mut self, server: ServerId, instance: usize, effects: Effects<P::Message>) {
+        let node = &self.servers[server.slot()].nodes[instance];
+        if self.adapter.patience_running(node) && self.timers.insert((server, instance)) {
+            self.enqueue(server, server, Event::Timer { instance });
+        }
         for output in effects.outputs {
             self.trace.output(server, instance, &output.value);
             self.record.instances[instance]

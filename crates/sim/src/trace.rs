@@ -32,6 +32,17 @@ impl Trace {
         );
     }
 
+    /// A server's patience timer ran out.
+    pub fn timer(&mut self, server: ServerId, instance: usize) {
+        self.event(
+            5,
+            &[
+                &server.get().to_be_bytes(),
+                &(instance as u64).to_be_bytes(),
+            ],
+        );
+    }
+
     /// A message was delivered.
     pub fn deliver(&mut self, seq: u64, from: ServerId, to: ServerId, digest: &[u8; 32]) {
         self.event(

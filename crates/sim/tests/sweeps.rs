@@ -1,4 +1,4 @@
-//! Seed sweeps: all six protocols, each under every adversary that applies to it (the network
+//! Seed sweeps: all seven protocols, each under every adversary that applies to it (the network
 //! adversaries alone and with each Byzantine strategy, spread over the seeds), with real
 //! threshold cryptography, at `n` = 4, 7 and 10 and a few seeds at 13 to 16. Property: no checker
 //! fires on any seed. A failure prints the command that replays each failing seed; every sweep
@@ -11,8 +11,8 @@ use std::io::Write as _;
 use std::time::Instant;
 
 use sintra_sim::adapters::{
-    aba::AbaAdapter, abc::AbcAdapter, cbc::CbcAdapter, mvba::MvbaAdapter, rbc::RbcAdapter,
-    scabc::ScabcAdapter,
+    aba::AbaAdapter, abc::AbcAdapter, cbc::CbcAdapter, mvba::MvbaAdapter, oabc::OabcAdapter,
+    rbc::RbcAdapter, scabc::ScabcAdapter,
 };
 use sintra_sim::batch::{AdversaryChoice, run_seeds, summarise};
 use sintra_sim::cli::{SimArgs, replay_command};
@@ -21,17 +21,19 @@ use sintra_sim::{Adversary, Protocol, RunConfig};
 /// Seeds per protocol and group size `(n, seeds)`. The cheap broadcasts get many; the
 /// protocols built on agreement fewer, weighted by their cost per seed (one core, test profile,
 /// `--adversary all`: rbc 1–17 ms, cbc 14–51 ms, aba 50 ms at n = 4 to 1.2 s at 16, mvba 130 ms
-/// to 1.7 s, abc and scabc 0.6 s at 4, 2 s at 7 and 10, 4 s at 13).
-const SEEDS: [(&str, &[(u16, u64)]); 6] = [
+/// to 1.7 s, abc and scabc 0.6 s at 4, 2 s at 7 and 10, 4 s at 13; oabc 0.6 s at 4, 2.2 s at
+/// 7, 1.4 s at 10).
+const SEEDS: [(&str, &[(u16, u64)]); 7] = [
     ("rbc", &[(4, 1200), (7, 300), (10, 80), (13, 12), (16, 8)]),
     ("cbc", &[(4, 700), (7, 200), (10, 72), (13, 16), (16, 12)]),
     ("aba", &[(4, 300), (7, 80), (10, 24), (13, 6), (16, 4)]),
     ("mvba", &[(4, 160), (7, 40), (10, 12), (13, 3), (16, 2)]),
     ("abc", &[(4, 96), (7, 20), (10, 6), (13, 2)]),
     ("scabc", &[(4, 96), (7, 20), (10, 6), (16, 1)]),
+    ("oabc", &[(4, 48), (7, 10), (10, 3), (13, 1)]),
 ];
 
-/// The least number of seeds the six sweeps run together (at 100 %).
+/// The least number of seeds the seven sweeps run together (at 100 %).
 const SEEDS_TOTAL_MIN: u64 = 2000;
 
 fn percent() -> u64 {
@@ -134,7 +136,7 @@ fn sweep<P: Protocol>(adapter: &P) {
 }
 
 #[test]
-fn the_seed_table_covers_six_protocols_and_enough_seeds() {
+fn the_seed_table_covers_seven_protocols_and_enough_seeds() {
     let total: u64 = SEEDS
         .iter()
         .flat_map(|(_, sizes)| sizes.iter().map(|(_, seeds)| seeds))
@@ -179,4 +181,9 @@ fn abc_holds_over_seeds_and_adversaries() {
 #[test]
 fn scabc_holds_over_seeds_and_adversaries() {
     sweep(&ScabcAdapter);
+}
+
+#[test]
+fn oabc_holds_over_seeds_and_adversaries() {
+    sweep(&OabcAdapter);
 }

@@ -366,6 +366,15 @@ impl Oabc {
         !self.closed.is_empty() || self.epochs.get(&self.epoch).is_some_and(|e| e.stopped)
     }
 
+    /// Whether the runtime's patience timer should run: requests are pending here and this
+    /// server has not complained about its current epoch yet (once it has, further timeouts
+    /// change nothing until the epoch ends).
+    pub fn waiting(&self) -> bool {
+        !self.pending.is_empty()
+            && self.closed.is_empty()
+            && self.epochs.get(&self.epoch).is_some_and(|e| !e.complained)
+    }
+
     /// This instance's id.
     pub fn instance(&self) -> &InstanceId {
         &self.instance

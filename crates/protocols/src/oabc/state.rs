@@ -20,6 +20,10 @@ impl Pending {
         self.index.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
     pub(crate) fn contains(&self, digest: &Digest) -> bool {
         self.index.contains_key(digest)
     }

@@ -6,6 +6,7 @@ pub mod aba;
 pub mod abc;
 pub mod cbc;
 pub mod mvba;
+pub mod oabc;
 pub mod rbc;
 pub mod scabc;
 

@@ -62,6 +62,13 @@ pub enum Event<M> {
         /// Index of the instance in the run.
         instance: usize,
     },
+    /// The server's patience timer for instance number `instance` runs out (it is armed while
+    /// [`crate::Protocol::patience_running`] says so; the network decides when it fires, like
+    /// any delivery — early, late, or in the middle of a burst).
+    Timer {
+        /// Index of the instance in the run.
+        instance: usize,
+    },
     /// A message.
     Deliver {
         /// The message.
@@ -93,7 +100,7 @@ impl<M> InFlight<M> {
     pub fn message(&self) -> Option<&M> {
         match &self.event {
             Event::Deliver { payload, .. } => payload.message.as_ref().ok(),
-            Event::Start { .. } => None,
+            Event::Start { .. } | Event::Timer { .. } => None,
         }
     }
 
@@ -101,7 +108,7 @@ impl<M> InFlight<M> {
     pub fn class(&self) -> Class {
         match &self.event {
             Event::Deliver { payload, .. } => payload.class,
-            Event::Start { .. } => Class::default(),
+            Event::Start { .. } | Event::Timer { .. } => Class::default(),
         }
     }
 }

@@ -30,7 +30,8 @@ impl Targeted {
 
     pub(super) fn pick<M>(&mut self, pool: &[InFlight<M>], rng: &mut ChaCha20Rng) -> usize {
         random_among(pool, rng, |e| {
-            matches!(e.event, Event::Start { .. }) || !self.victims.contains(&e.from)
+            matches!(e.event, Event::Start { .. } | Event::Timer { .. })
+                || !self.victims.contains(&e.from)
         })
         .unwrap_or_else(|| rng.gen_range(0..pool.len()))
     }
