@@ -1,5 +1,10 @@
 //! `sintra bench sim`: the CPU cost of atomic broadcast itself, measured on a simulated group.
 //!
+//! `--protocol abc` (default) measures the randomized atomic broadcast; `--protocol oabc` the
+//! optimistic one with an honest leader (every request is given to every server, as the
+//! runtime's forwarding does, so that the leader holds them; "rounds" are then the leader's
+//! batches).
+//!
 //! All `n` servers run on one thread over a FIFO network with no adversary; every server gets
 //! `batch × rounds` distinct requests of `request_bytes` bytes at the start and broadcasts up to
 //! `batch` of them per round (the batches of a round carry one of the two request classes, so a
@@ -25,6 +30,7 @@ use sintra_crypto::ServerId;
 use sintra_crypto::dealer::GroupParameters;
 use sintra_crypto::encoding::{Decode, Encode};
 use sintra_protocols::abc::{Abc, AbcConfig};
+use sintra_protocols::oabc::{Oabc, OabcConfig};
 use sintra_protocols::{InstanceId, Message, Party, Step, Target, cbc};
 
 use crate::keys::{KeySource, keys};
@@ -33,6 +39,9 @@ use crate::scenario::derive_seed;
 /// Arguments of `sintra bench sim`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchSimArgs {
+    /// The protocol: `abc` (randomized atomic broadcast) or `oabc` (optimistic, honest leader).
+    #[arg(long, default_value = "abc")]
+    pub protocol: String,
     /// Group sizes, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "4,7,16")]
     pub servers: Vec<u16>,
@@ -53,6 +62,8 @@ pub struct BenchSimArgs {
 /// The result for one group size.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
+    /// `abc` or `oabc`.
+    pub protocol: &'static str,
     /// `n`.
     pub servers: u16,
     /// Requests ordered (each counted once, not once per server).
@@ -95,6 +106,9 @@ pub enum BenchError {
         /// The limit.
         max: usize,
     },
+    /// Neither `abc` nor `oabc`.
+    #[error("unknown protocol `{0}`: use abc or oabc")]
+    UnknownProtocol(String),
     /// The protocol refused a request (local misuse: a limit of the configuration).
     #[error("request refused: {0}")]
     Refused(String),
@@ -154,16 +168,77 @@ pub fn table(rows: &[BenchRow]) -> String {
     let clock = rows.first().map_or("", |row| row.clock);
     let _ = writeln!(
         out,
-        "\nAtomic broadcast, FIFO network, no adversary, one thread for all servers; CPU time \
-         from {clock}, summed over all servers; requests counted once."
+        "\nAtomic broadcast ({}), FIFO network, no adversary, one thread for all servers; CPU time \
+         from {clock}, summed over all servers; requests counted once.",
+        rows.first().map_or("", |row| row.protocol)
     );
     out
+}
+
+/// The protocol a server runs.
+enum Ordering {
+    Abc(Abc),
+    Oabc(Oabc),
+}
+
+/// A delivery, as the benchmark counts it: the request and its round (abc) or batch (oabc).
+struct Counted {
+    round: u64,
+    request: Vec<u8>,
+}
+
+impl Ordering {
+    fn submit(&mut self, party: &mut Party, request: Vec<u8>) -> Result<Step<Counted>, BenchError> {
+        let refused =
+            |error: sintra_protocols::abc::AbcError| BenchError::Refused(error.to_string());
+        Ok(match self {
+            Ordering::Abc(abc) => counted_abc(abc.submit(party, request).map_err(refused)?),
+            Ordering::Oabc(oabc) => counted_oabc(oabc.submit(party, request).map_err(refused)?),
+        })
+    }
+
+    fn handle(&mut self, party: &mut Party, from: ServerId, message: &Message) -> Step<Counted> {
+        match self {
+            Ordering::Abc(abc) => counted_abc(abc.handle_message(party, from, message)),
+            Ordering::Oabc(oabc) => counted_oabc(oabc.handle_message(party, from, message)),
+        }
+    }
+}
+
+fn counted_abc(step: Step<sintra_protocols::abc::Delivered>) -> Step<Counted> {
+    Step {
+        messages: step.messages,
+        faults: step.faults,
+        outputs: step
+            .outputs
+            .into_iter()
+            .map(|d| Counted {
+                round: d.round,
+                request: d.request,
+            })
+            .collect(),
+    }
+}
+
+fn counted_oabc(step: Step<sintra_protocols::oabc::Delivered>) -> Step<Counted> {
+    Step {
+        messages: step.messages,
+        faults: step.faults,
+        outputs: step
+            .outputs
+            .into_iter()
+            .map(|d| Counted {
+                round: d.seq.unwrap_or(0).saturating_sub(1),
+                request: d.request,
+            })
+            .collect(),
+    }
 }
 
 /// One server of the benchmark.
 struct Server {
     party: Party,
-    abc: Abc,
+    abc: Ordering,
     /// Requests delivered, and the sum of their delivery rounds.
     delivered: u64,
     round_sum: u64,
@@ -176,6 +251,11 @@ struct Server {
 
 /// Measures one group size.
 pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError> {
+    let protocol = match args.protocol.as_str() {
+        "abc" => "abc",
+        "oabc" => "oabc",
+        other => return Err(BenchError::UnknownProtocol(other.to_string())),
+    };
     let parameters = GroupParameters::new(servers, None)?;
     let batch_bytes = args.batch * (args.request_bytes + 4) + 4;
     if batch_bytes > cbc::BODY_BYTES_MAX {
@@ -185,16 +265,26 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
             max: cbc::BODY_BYTES_MAX,
         });
     }
+    let instance = InstanceId::root("bench").expect("a valid label");
     let per_server = args.batch * args.rounds.max(1);
     let config = AbcConfig {
         batch_requests_max: args.batch,
         batch_bytes_max: batch_bytes,
         request_bytes_max: args.request_bytes.max(1),
-        pending_requests_max: per_server,
+        pending_requests_max: per_server * usize::from(servers),
         ..AbcConfig::default()
     };
+    let make = || match protocol {
+        "oabc" => Ordering::Oabc(Oabc::new(
+            instance.clone(),
+            OabcConfig {
+                abc: config,
+                ..OabcConfig::default()
+            },
+        )),
+        _ => Ordering::Abc(Abc::new(instance.clone(), config)),
+    };
     let dealt = keys(parameters, KeySource::Cached, 0);
-    let instance = InstanceId::root("bench").expect("a valid label");
     let mut group: Vec<Server> = ServerId::all(servers)
         .map(|id| Server {
             party: Party::new(
@@ -202,7 +292,7 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
                 dealt.servers[id.slot()].clone(),
                 derive_seed(0, "bench", u64::from(id.get())),
             ),
-            abc: Abc::new(instance.clone(), config),
+            abc: make(),
             delivered: 0,
             round_sum: 0,
             rounds: 0,
@@ -227,13 +317,21 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
     let cpu_before = cpu_time();
     let wall = Instant::now();
     let mut network = Network::default();
-    for (server, requests) in group.iter_mut().zip(requests) {
-        for request in requests {
-            let step = server
-                .abc
-                .submit(&mut server.party, request)
-                .map_err(|error| BenchError::Refused(error.to_string()))?;
-            network.send(server.party.id, servers, step, server);
+    if protocol == "oabc" {
+        // Every server holds every request (the runtime forwards each to all).
+        let all: Vec<Vec<u8>> = requests.into_iter().flatten().collect();
+        for server in group.iter_mut() {
+            for request in &all {
+                let step = server.abc.submit(&mut server.party, request.clone())?;
+                network.send(server.party.id, servers, step, server);
+            }
+        }
+    } else {
+        for (server, requests) in group.iter_mut().zip(requests) {
+            for request in requests {
+                let step = server.abc.submit(&mut server.party, request)?;
+                network.send(server.party.id, servers, step, server);
+            }
         }
     }
     while let Some((from, to, bytes)) = network.queue.pop_front() {
@@ -242,7 +340,7 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
             continue;
         };
         let server = &mut group[to.slot()];
-        let step = server.abc.handle_message(&mut server.party, from, &message);
+        let step = server.abc.handle(&mut server.party, from, &message);
         network.send(to, servers, step, server);
     }
     let cpu = cpu_time()
@@ -260,6 +358,7 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
     }
     let requests = first.delivered.max(1) as f64;
     Ok(BenchRow {
+        protocol,
         servers,
         requests: first.delivered,
         batch: args.batch,
@@ -286,13 +385,7 @@ struct Network {
 
 impl Network {
     /// Sends `step`'s messages (each encoded once) and records `server`'s deliveries.
-    fn send(
-        &mut self,
-        from: ServerId,
-        servers: u16,
-        step: Step<sintra_protocols::abc::Delivered>,
-        server: &mut Server,
-    ) {
+    fn send(&mut self, from: ServerId, servers: u16, step: Step<Counted>, server: &mut Server) {
         for delivered in step.outputs {
             server.delivered += 1;
             server.round_sum += delivered.round + 1;
@@ -347,6 +440,7 @@ mod tests {
     #[test]
     fn a_small_group_orders_every_request_once_and_agrees() {
         let args = BenchSimArgs {
+            protocol: "abc".into(),
             servers: vec![4],
             batch: 16,
             rounds: 2,
@@ -361,5 +455,30 @@ mod tests {
         assert!(row.rounds_per_delivery >= 1.0);
         let table = table(&[row]);
         assert!(table.contains("cpu µs/req"), "{table}");
+    }
+
+    #[test]
+    fn the_optimistic_broadcast_orders_every_request_once_without_the_recovery() {
+        let args = BenchSimArgs {
+            protocol: "oabc".into(),
+            servers: vec![4],
+            batch: 16,
+            rounds: 2,
+            request_bytes: 32,
+            json: false,
+        };
+        let row = measure(4, &args).unwrap();
+        assert_eq!(row.requests, 128);
+        // 128 requests in batches of at most 16.
+        assert!(row.rounds >= 8, "{} batches", row.rounds);
+        assert!(table(&[row]).contains("(oabc)"));
+        let unknown = BenchSimArgs {
+            protocol: "nope".into(),
+            ..args
+        };
+        assert!(matches!(
+            measure(4, &unknown),
+            Err(BenchError::UnknownProtocol(_))
+        ));
     }
 }

@@ -88,6 +88,53 @@ pub(crate) fn draw_requests(
     }
 }
 
+/// The plan of an atomic-broadcast instance ([`draw_requests`] of at most `bytes_max` bytes,
+/// called `what` in the note): every request submitted to `t + 1` honest servers must be
+/// delivered, in one sequence; with `only_submitted`, nothing else may be delivered.
+pub(crate) fn plan_requests(
+    parameters: GroupParameters,
+    byzantine: &[ServerId],
+    rng: &mut ChaCha20Rng,
+    (bytes_max, what, only_submitted): (usize, &str, bool),
+) -> Plan<Vec<Vec<u8>>, ()> {
+    let requests = draw_requests(parameters, byzantine, rng, bytes_max);
+    let note = format!(
+        "{} {what}, {} of them submitted to t + 1 honest servers",
+        requests.all.len(),
+        requests.required.len()
+    );
+    Plan {
+        setup: (),
+        inputs: requests
+            .inputs
+            .into_iter()
+            .map(|list| (!list.is_empty()).then_some(list))
+            .collect(),
+        spec: Spec {
+            required: None,
+            allowed: only_submitted.then_some(requests.all),
+            termination: Termination::Items(requests.required),
+            sequence: true,
+        },
+        note,
+    }
+}
+
+/// Submits every request of `input` with `submit`, gathering what the submissions produced.
+pub(crate) fn submit_all(
+    input: &[Vec<u8>],
+    mut submit: impl FnMut(Vec<u8>) -> Result<Effects<Message>, String>,
+) -> Result<Effects<Message>, String> {
+    let mut effects = Effects::default();
+    for request in input {
+        let more = submit(request.clone())?;
+        effects.messages.extend(more.messages);
+        effects.outputs.extend(more.outputs);
+        effects.faults.extend(more.faults);
+    }
+    Ok(effects)
+}
+
 /// The requests of an equivocating server's twin: the same ones in reverse order (its batches
 /// then differ from the real ones while carrying nothing new).
 pub(crate) fn twin_requests<T: Clone>(input: &[T]) -> Option<Vec<T>> {
@@ -179,27 +226,12 @@ impl Protocol for AbcAdapter {
         byzantine: &[ServerId],
         rng: &mut ChaCha20Rng,
     ) -> Plan<Vec<Vec<u8>>, ()> {
-        let requests = draw_requests(parameters, byzantine, rng, REQUEST_BYTES_MAX);
-        let note = format!(
-            "{} requests, {} of them submitted to t + 1 honest servers",
-            requests.all.len(),
-            requests.required.len()
-        );
-        Plan {
-            setup: (),
-            inputs: requests
-                .inputs
-                .into_iter()
-                .map(|list| (!list.is_empty()).then_some(list))
-                .collect(),
-            spec: Spec {
-                required: None,
-                allowed: None,
-                termination: Termination::Items(requests.required),
-                sequence: true,
-            },
-            note,
-        }
+        plan_requests(
+            parameters,
+            byzantine,
+            rng,
+            (REQUEST_BYTES_MAX, "requests", false),
+        )
     }
 
     fn create(
@@ -220,18 +252,13 @@ impl Protocol for AbcAdapter {
         party: &mut Party,
         input: &Vec<Vec<u8>>,
     ) -> Result<Effects<Message>, String> {
-        let mut effects = Effects::default();
-        for request in input {
+        submit_all(input, |request| {
             let step = node
                 .abc
-                .submit(party, request.clone())
+                .submit(party, request)
                 .map_err(|error| format!("{error:?}"))?;
-            let more = Effects::from_step(step, |d| output(d, &mut node.delivered));
-            effects.messages.extend(more.messages);
-            effects.outputs.extend(more.outputs);
-            effects.faults.extend(more.faults);
-        }
-        Ok(effects)
+            Ok(Effects::from_step(step, |d| output(d, &mut node.delivered)))
+        })
     }
 
     fn handle(

@@ -18,9 +18,9 @@ use sintra_protocols::abc::Batch;
 use sintra_protocols::oabc::{self, Oabc, OabcConfig};
 use sintra_protocols::{Body, InstanceId, Message, Party};
 
-use super::abc::{self as abc_adapter, REQUEST_BYTES_MAX, draw_requests, twin_requests};
+use super::abc::{self as abc_adapter, twin_requests};
 use super::mvba::MvbaAdapter;
-use crate::protocol::{Class, Effects, Output, Plan, Protocol, Spec, Termination};
+use crate::protocol::{Class, Effects, Output, Plan, Protocol};
 use crate::scenario::{NetworkKind, Strategy};
 
 /// The optimistic atomic broadcast adapter.
@@ -83,27 +83,12 @@ impl Protocol for OabcAdapter {
         byzantine: &[ServerId],
         rng: &mut ChaCha20Rng,
     ) -> Plan<Vec<Vec<u8>>, ()> {
-        let requests = draw_requests(parameters, byzantine, rng, REQUEST_BYTES_MAX);
-        let note = format!(
-            "{} requests, {} of them submitted to t + 1 honest servers",
-            requests.all.len(),
-            requests.required.len()
-        );
-        Plan {
-            setup: (),
-            inputs: requests
-                .inputs
-                .into_iter()
-                .map(|list| (!list.is_empty()).then_some(list))
-                .collect(),
-            spec: Spec {
-                required: None,
-                allowed: None,
-                termination: Termination::Items(requests.required),
-                sequence: true,
-            },
-            note,
-        }
+        abc_adapter::plan_requests(
+            parameters,
+            byzantine,
+            rng,
+            (abc_adapter::REQUEST_BYTES_MAX, "requests", false),
+        )
     }
 
     fn create(
@@ -124,18 +109,13 @@ impl Protocol for OabcAdapter {
         party: &mut Party,
         input: &Vec<Vec<u8>>,
     ) -> Result<Effects<Message>, String> {
-        let mut effects = Effects::default();
-        for request in input {
+        abc_adapter::submit_all(input, |request| {
             let step = node
                 .oabc
-                .submit(party, request.clone())
+                .submit(party, request)
                 .map_err(|error| format!("{error:?}"))?;
-            let more = Effects::from_step(step, |d| output(d, &mut node.delivered));
-            effects.messages.extend(more.messages);
-            effects.outputs.extend(more.outputs);
-            effects.faults.extend(more.faults);
-        }
-        Ok(effects)
+            Ok(Effects::from_step(step, |d| output(d, &mut node.delivered)))
+        })
     }
 
     fn handle(

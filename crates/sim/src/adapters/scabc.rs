@@ -26,10 +26,10 @@ use sintra_protocols::abc::{Abc, AbcConfig};
 use sintra_protocols::scabc::{self, Scabc, request_label};
 use sintra_protocols::{Body, InstanceId, Message, Party};
 
-use super::abc::{self as abc_adapter, draw_requests, twin_requests};
+use super::abc::{self as abc_adapter, twin_requests};
 use super::mvba::MvbaAdapter;
 use crate::checkers::confidentiality;
-use crate::protocol::{Class, Effects, Output, Plan, Protocol, Spec, Termination};
+use crate::protocol::{Class, Effects, Output, Plan, Protocol};
 use crate::scenario::{NetworkKind, Strategy};
 
 /// The largest plaintext (bytes).
@@ -108,27 +108,12 @@ impl Protocol for ScabcAdapter {
         byzantine: &[ServerId],
         rng: &mut ChaCha20Rng,
     ) -> Plan<Vec<Vec<u8>>, ()> {
-        let requests = draw_requests(parameters, byzantine, rng, PLAINTEXT_BYTES_MAX);
-        let note = format!(
-            "{} plaintexts, {} of them submitted to t + 1 honest servers",
-            requests.all.len(),
-            requests.required.len()
-        );
-        Plan {
-            setup: (),
-            inputs: requests
-                .inputs
-                .into_iter()
-                .map(|list| (!list.is_empty()).then_some(list))
-                .collect(),
-            spec: Spec {
-                required: None,
-                allowed: Some(requests.all),
-                termination: Termination::Items(requests.required),
-                sequence: true,
-            },
-            note,
-        }
+        abc_adapter::plan_requests(
+            parameters,
+            byzantine,
+            rng,
+            (PLAINTEXT_BYTES_MAX, "plaintexts", true),
+        )
     }
 
     fn create(
