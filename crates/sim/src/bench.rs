@@ -178,7 +178,7 @@ pub fn table(rows: &[BenchRow]) -> String {
 /// The protocol a server runs.
 enum Ordering {
     Abc(Abc),
-    Oabc(Oabc),
+    Oabc(Box<Oabc>),
 }
 
 /// A delivery, as the benchmark counts it: the request and its round (abc) or batch (oabc).
@@ -275,13 +275,13 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
         ..AbcConfig::default()
     };
     let make = || match protocol {
-        "oabc" => Ordering::Oabc(Oabc::new(
+        "oabc" => Ordering::Oabc(Box::new(Oabc::new(
             instance.clone(),
             OabcConfig {
                 abc: config,
                 ..OabcConfig::default()
             },
-        )),
+        ))),
         _ => Ordering::Abc(Abc::new(instance.clone(), config)),
     };
     let dealt = keys(parameters, KeySource::Cached, 0);
