@@ -177,7 +177,7 @@ pub fn table(rows: &[BenchRow]) -> String {
 
 /// The protocol a server runs.
 enum Ordering {
-    Abc(Abc),
+    Abc(Box<Abc>),
     Oabc(Box<Oabc>),
 }
 
@@ -282,7 +282,7 @@ pub fn measure(servers: u16, args: &BenchSimArgs) -> Result<BenchRow, BenchError
                 ..OabcConfig::default()
             },
         ))),
-        _ => Ordering::Abc(Abc::new(instance.clone(), config)),
+        _ => Ordering::Abc(Box::new(Abc::new(instance.clone(), config))),
     };
     let dealt = keys(parameters, KeySource::Cached, 0);
     let mut group: Vec<Server> = ServerId::all(servers)
