@@ -44,11 +44,15 @@ pub enum Mutation {
     /// ABA: sign votes under a constant instance instead of the instance id, so shares and
     /// decision proofs of one instance verify in another (replays succeed).
     ForgetInstanceBinding,
+    /// OABC: deliver a batch as soon as this server holds its prepared certificate, skipping the
+    /// commit exchange (a recovery may then close the epoch below a batch some server delivered:
+    /// total order breaks).
+    OabcDeliverOnCertificate,
 }
 
 impl Mutation {
     /// Every mutation, in declaration order.
-    pub const ALL: [Mutation; 8] = [
+    pub const ALL: [Mutation; 9] = [
         Mutation::AcceptUnverifiedCoinShares,
         Mutation::CountDuplicateVotes,
         Mutation::RbcDeliverAfter2tReadies,
@@ -57,6 +61,7 @@ impl Mutation {
         Mutation::RevealCoinEarly,
         Mutation::DecryptBeforeOrdering,
         Mutation::ForgetInstanceBinding,
+        Mutation::OabcDeliverOnCertificate,
     ];
 
     #[cfg(feature = "mutations")]

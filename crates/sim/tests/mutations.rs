@@ -10,7 +10,8 @@
 
 use sintra_protocols::mutation::{Mutation, with_active};
 use sintra_sim::adapters::{
-    aba::AbaAdapter, cbc::CbcAdapter, mvba::MvbaAdapter, rbc::RbcAdapter, scabc::ScabcAdapter,
+    aba::AbaAdapter, cbc::CbcAdapter, mvba::MvbaAdapter, oabc::OabcAdapter, rbc::RbcAdapter,
+    scabc::ScabcAdapter,
 };
 use sintra_sim::{Adversary, Protocol, RunConfig, run};
 
@@ -210,5 +211,16 @@ fn decrypt_before_ordering_is_detected() {
         &["random", "fifo", "silent+random"],
         &[4, 7],
         &["confidentiality"],
+    );
+}
+
+#[test]
+fn oabc_deliver_on_certificate_is_detected() {
+    assert_detected(
+        &OabcAdapter,
+        Mutation::OabcDeliverOnCertificate,
+        &["random", "targeted", "partition", "fifo", "silent+random"],
+        &[4, 7],
+        &["total-order", "agreement", "integrity"],
     );
 }

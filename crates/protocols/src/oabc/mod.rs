@@ -29,6 +29,7 @@ use state::{Pending, Window};
 
 use crate::abc::{self, Abc, AbcConfig, AbcError, Batch};
 use crate::cbc::Digest;
+use crate::mutation::{self, Mutation};
 use crate::{Body, FaultKind, InstanceId, Party, Step};
 
 /// Default of [`OabcConfig::pipeline_max`].
@@ -783,6 +784,13 @@ impl Oabc {
                     }
                     break;
                 }
+            }
+            if mutation::active(Mutation::OabcDeliverOnCertificate)
+                && let Some((seq, chain, _)) = &state.certified
+                && anchor.is_none_or(|(s, _)| *seq > s)
+            {
+                // The deliberate bug: a certificate taken for a commit quorum.
+                anchor = Some((*seq, *chain));
             }
             state.anchor = anchor;
         }
