@@ -47,7 +47,8 @@ pub enum Message {
         /// The share (agreement key).
         share: SignatureShare,
     },
-    /// "I hold a certificate on `prepare(epoch, seq, chain)`."
+    /// "I hold a certificate on `prepare(epoch, seq, chain)`", with a share on
+    /// `commit(epoch, seq, chain)`.
     Commit {
         /// The epoch.
         epoch: u64,
@@ -55,6 +56,20 @@ pub enum Message {
         seq: u64,
         /// The certified chain value.
         chain: Digest,
+        /// The share (agreement key).
+        share: SignatureShare,
+    },
+    /// A commit certificate (`n - t` commit shares combined): the batches up to `seq` are
+    /// delivered. Sent to a server that complained, so that it catches up.
+    Committed {
+        /// The epoch.
+        epoch: u64,
+        /// The sequence number.
+        seq: u64,
+        /// The chain value.
+        chain: Digest,
+        /// The certificate on `commit(epoch, seq, chain)`.
+        certificate: Signature,
     },
     /// "The optimistic phase of `epoch` does not progress for me."
     Complain {
@@ -94,6 +109,7 @@ const TAG_COMPLAIN: u8 = 3;
 const TAG_REPORT: u8 = 4;
 const TAG_FETCH: u8 = 5;
 const TAG_BATCH: u8 = 6;
+const TAG_COMMITTED: u8 = 7;
 
 impl Encode for Report {
     fn encode_to(&self, out: &mut Vec<u8>) {
@@ -163,11 +179,29 @@ impl Encode for Message {
                 out.extend_from_slice(chain);
                 share.encode_to(out);
             }
-            Message::Commit { epoch, seq, chain } => {
+            Message::Commit {
+                epoch,
+                seq,
+                chain,
+                share,
+            } => {
                 out.push(TAG_COMMIT);
                 out.extend_from_slice(&epoch.to_be_bytes());
                 out.extend_from_slice(&seq.to_be_bytes());
                 out.extend_from_slice(chain);
+                share.encode_to(out);
+            }
+            Message::Committed {
+                epoch,
+                seq,
+                chain,
+                certificate,
+            } => {
+                out.push(TAG_COMMITTED);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(chain);
+                certificate.encode_to(out);
             }
             Message::Complain { epoch } => {
                 out.push(TAG_COMPLAIN);
@@ -217,6 +251,13 @@ impl Decode for Message {
                 epoch: reader.u64()?,
                 seq: reader.u64()?,
                 chain: reader.array()?,
+                share: SignatureShare::decode_from(reader)?,
+            },
+            TAG_COMMITTED => Message::Committed {
+                epoch: reader.u64()?,
+                seq: reader.u64()?,
+                chain: reader.array()?,
+                certificate: Signature::decode_from(reader)?,
             },
             TAG_COMPLAIN => Message::Complain {
                 epoch: reader.u64()?,

@@ -55,6 +55,8 @@ pub const DEDUP_POSITIONS: usize = 1 << 18;
 
 /// Purpose of prepare shares and certificates.
 pub const PREPARE_PURPOSE: &str = "oabc/prepare";
+/// Purpose of commit shares and certificates.
+pub const COMMIT_PURPOSE: &str = "oabc/commit";
 /// Purpose of report shares.
 pub const REPORT_PURPOSE: &str = "oabc/report";
 
@@ -129,12 +131,15 @@ struct Epoch {
     shares: BTreeMap<u64, BTreeMap<ServerId, (Digest, SignatureShare)>>,
     /// The highest certificate held.
     certified: Option<(u64, Digest, Signature)>,
-    /// Commits by sequence number and sender.
-    commits: BTreeMap<u64, BTreeMap<ServerId, Digest>>,
+    /// Commits (chain value and commit share) by sequence number and sender.
+    commits: BTreeMap<u64, BTreeMap<ServerId, (Digest, SignatureShare)>>,
+    /// The highest commit certificate known: what this server delivers up to in the
+    /// optimistic phase, and hands to servers that complain.
+    committed: Option<(u64, Digest, Signature)>,
+    /// Per complaining peer, the highest sequence number whose commit certificate it was sent.
+    helped: BTreeMap<ServerId, u64>,
     /// Batches delivered from this epoch (the last sequence number).
     delivered: u64,
-    /// The highest trusted `(s, chain)`: `n - t` commits, or the recovery's decision.
-    anchor: Option<(u64, Digest)>,
     /// Fetch replies: sequence number → sender → (previous chain value, batch).
     fetched: BTreeMap<u64, BTreeMap<ServerId, (Digest, Vec<u8>)>>,
     /// The `to` of fetches sent.
@@ -163,8 +168,9 @@ impl Epoch {
             shares: BTreeMap::new(),
             certified: None,
             commits: BTreeMap::new(),
+            committed: None,
+            helped: BTreeMap::new(),
             delivered: 0,
-            anchor: None,
             fetched: BTreeMap::new(),
             fetch_asked: BTreeSet::new(),
             fetch_answered: BTreeSet::new(),
@@ -442,9 +448,18 @@ impl Oabc {
                 chain,
                 share,
             } => self.on_prepare(from, *epoch, *seq, *chain, share, step),
-            Message::Commit { epoch, seq, chain } => {
-                self.on_commit(from, *epoch, *seq, *chain, step)
-            }
+            Message::Commit {
+                epoch,
+                seq,
+                chain,
+                share,
+            } => self.on_commit(from, *epoch, *seq, *chain, share, step),
+            Message::Committed {
+                epoch,
+                seq,
+                chain,
+                certificate,
+            } => self.on_committed(party, from, *epoch, *seq, *chain, certificate, step),
             Message::Complain { epoch } => {
                 if let Some(state) = self.open_epoch(*epoch) {
                     state.complaints.insert(from);
@@ -580,22 +595,63 @@ impl Oabc {
         epoch: u64,
         seq: u64,
         chain: Digest,
+        share: &SignatureShare,
         step: &mut Step<Delivered>,
     ) {
         let instance = self.instance.clone();
         let Some(state) = self.epochs.get_mut(&epoch) else {
             return;
         };
-        if !state.in_window(seq) {
+        if share.id() != from {
+            step.fault(from, &instance, FaultKind::UnexpectedMessage);
+            return;
+        }
+        if !state.in_window(seq) || state.committed.as_ref().is_some_and(|(s, ..)| *s >= seq) {
             return;
         }
         let commits = state.commits.entry(seq).or_default();
         match commits.get(&from) {
-            Some(known) if *known != chain => step.fault(from, &instance, FaultKind::Equivocation),
+            Some((known, _)) if *known != chain => {
+                step.fault(from, &instance, FaultKind::Equivocation)
+            }
             Some(_) => {}
             None => {
-                commits.insert(from, chain);
+                commits.insert(from, (chain, *share));
             }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the fields of one message")]
+    fn on_committed(
+        &mut self,
+        party: &mut Party,
+        from: ServerId,
+        epoch: u64,
+        seq: u64,
+        chain: Digest,
+        certificate: &Signature,
+        step: &mut Step<Delivered>,
+    ) {
+        let Some(state) = self.epochs.get(&epoch) else {
+            return;
+        };
+        if state.committed.as_ref().is_some_and(|(s, ..)| *s >= seq) || seq <= state.delivered {
+            return;
+        }
+        if !check_certificate(
+            party,
+            &self.instance,
+            COMMIT_PURPOSE,
+            epoch,
+            seq,
+            &chain,
+            certificate,
+        ) {
+            step.fault(from, &self.instance, FaultKind::InvalidProof);
+            return;
+        }
+        if let Some(state) = self.epochs.get_mut(&epoch) {
+            state.committed = Some((seq, chain, *certificate));
         }
     }
 
@@ -769,35 +825,119 @@ impl Oabc {
         self.order(party, step);
         self.prepare(party, step);
         self.certify(party, step);
-        // Deliver up to the highest sequence number with n - t commits.
-        let quorum = party.quorum();
-        if let Some(state) = self.epochs.get_mut(&epoch) {
-            let mut anchor = state.anchor;
-            for (seq, commits) in state.commits.range(state.delivered + 1..).rev() {
-                let mut counts: BTreeMap<Digest, usize> = BTreeMap::new();
-                for chain in commits.values() {
-                    *counts.entry(*chain).or_default() += 1;
-                }
-                if let Some((chain, _)) = counts.into_iter().find(|(_, count)| *count >= quorum) {
-                    if anchor.is_none_or(|(s, _)| *seq > s) {
-                        anchor = Some((*seq, chain));
-                    }
-                    break;
-                }
-            }
-            if mutation::active(Mutation::OabcDeliverOnCertificate)
-                && let Some((seq, chain, _)) = &state.certified
-                && anchor.is_none_or(|(s, _)| *seq > s)
-            {
-                // The deliberate bug: a certificate taken for a commit quorum.
-                anchor = Some((*seq, *chain));
-            }
-            state.anchor = anchor;
+        self.commit_certificate(party, step);
+        let Some(state) = self.epochs.get_mut(&epoch) else {
+            return;
+        };
+        let mut anchor = state
+            .committed
+            .as_ref()
+            .map(|(seq, chain, _)| (*seq, *chain));
+        if mutation::active(Mutation::OabcDeliverOnCertificate)
+            && let Some((seq, chain, _)) = &state.certified
+            && anchor.is_none_or(|(s, _)| *seq > s)
+        {
+            // The deliberate bug: a prepare certificate taken for a commit certificate.
+            anchor = Some((*seq, *chain));
         }
-        if let Some((seq, chain)) = self.epochs.get(&epoch).and_then(|state| state.anchor) {
+        if let Some((seq, chain)) = anchor {
             self.complete_to(party, epoch, seq, chain, step);
             // Delivering may free the leader's pipeline.
             self.order(party, step);
+        }
+        self.help(party.id, step);
+    }
+
+    /// Combines `n - t` commit shares on one `(s, chain)` — the highest such `s` — into a
+    /// commit certificate (optimistically; bad shares are blamed and dropped).
+    fn commit_certificate(&mut self, party: &mut Party, step: &mut Step<Delivered>) {
+        let epoch = self.epoch;
+        let quorum = party.quorum();
+        let instance = self.instance.clone();
+        let Some(state) = self.epochs.get_mut(&epoch) else {
+            return;
+        };
+        let from = state
+            .committed
+            .as_ref()
+            .map_or(state.delivered, |(s, ..)| (*s).max(state.delivered));
+        let candidates: Vec<(u64, Digest, Vec<SignatureShare>)> = state
+            .commits
+            .range(from + 1..)
+            .rev()
+            .filter_map(|(seq, commits)| {
+                let mut by_chain: BTreeMap<Digest, Vec<SignatureShare>> = BTreeMap::new();
+                for (chain, share) in commits.values() {
+                    by_chain.entry(*chain).or_default().push(*share);
+                }
+                by_chain
+                    .into_iter()
+                    .find(|(_, shares)| shares.len() >= quorum)
+                    .map(|(chain, shares)| (*seq, chain, shares))
+            })
+            .collect();
+        for (seq, chain, shares) in candidates {
+            let payload = statement(epoch, seq, &chain);
+            let context = Context::new(COMMIT_PURPOSE, instance.as_bytes());
+            let (combined, bad) = match party.group.agreement.combine(&context, &payload, &shares) {
+                Ok(combined) => (Some(combined.value), combined.faulty),
+                Err(_) => (
+                    None,
+                    party
+                        .group
+                        .agreement
+                        .find_invalid_shares(&context, &payload, &shares),
+                ),
+            };
+            for server in bad {
+                step.fault(server, &instance, FaultKind::InvalidShare);
+                if let Some(commits) = state.commits.get_mut(&seq) {
+                    commits.remove(&server);
+                }
+            }
+            if let Some(certificate) = combined {
+                let bytes = certificate.to_bytes();
+                party.cache.check(
+                    &[
+                        COMMIT_PURPOSE.as_bytes(),
+                        instance.as_bytes(),
+                        &payload,
+                        &bytes,
+                    ],
+                    || true,
+                );
+                state.committed = Some((seq, chain, certificate));
+                return;
+            }
+        }
+    }
+
+    /// Hands the current commit certificate to every peer that complained about this epoch and
+    /// has not been sent it: a server the leader left out catches up from it.
+    fn help(&mut self, me: ServerId, step: &mut Step<Delivered>) {
+        let epoch = self.epoch;
+        let Some(state) = self.epochs.get_mut(&epoch) else {
+            return;
+        };
+        let Some((seq, chain, certificate)) = state.committed else {
+            return;
+        };
+        let mut messages = Vec::new();
+        for peer in &state.complaints {
+            if *peer == me || state.helped.get(peer).is_some_and(|s| *s >= seq) {
+                continue;
+            }
+            state.helped.insert(*peer, seq);
+            messages.push(*peer);
+        }
+        for peer in messages {
+            let message = self.envelope(Message::Committed {
+                epoch,
+                seq,
+                chain,
+                certificate,
+            });
+            step.send(peer, message);
         }
     }
 
@@ -1000,9 +1140,18 @@ impl Oabc {
                         || true,
                     );
                     state.certified = Some((seq, chain, combined.value));
+                    let share = party
+                        .keys
+                        .agreement
+                        .sign(&Context::new(COMMIT_PURPOSE, instance.as_bytes()), &payload);
                     let message = crate::Message {
                         instance: instance.clone(),
-                        body: Body::Oabc(Message::Commit { epoch, seq, chain }),
+                        body: Body::Oabc(Message::Commit {
+                            epoch,
+                            seq,
+                            chain,
+                            share,
+                        }),
                     };
                     step.broadcast(message);
                     break;
@@ -1262,29 +1411,47 @@ fn check_report(
     if !share_ok {
         return Err(FaultKind::InvalidShare);
     }
-    if let Some(certificate) = &report.certificate {
-        let bytes = certificate.to_bytes();
-        let ok = party.cache.check(
-            &[
-                PREPARE_PURPOSE.as_bytes(),
-                instance.as_bytes(),
-                &payload,
-                &bytes,
-            ],
-            || {
-                group
-                    .agreement
-                    .verify(
-                        &Context::new(PREPARE_PURPOSE, instance.as_bytes()),
-                        &payload,
-                        certificate,
-                    )
-                    .is_ok()
-            },
-        );
-        if !ok {
-            return Err(FaultKind::InvalidProof);
-        }
+    if let Some(certificate) = &report.certificate
+        && !check_certificate(
+            party,
+            instance,
+            PREPARE_PURPOSE,
+            report.epoch,
+            report.seq,
+            &report.chain,
+            certificate,
+        )
+    {
+        return Err(FaultKind::InvalidProof);
     }
     Ok(())
+}
+
+/// Whether `certificate` is the `n - t` signature on `purpose(epoch, seq, chain)` (checked once
+/// per server through the verified cache).
+fn check_certificate(
+    party: &mut Party,
+    instance: &InstanceId,
+    purpose: &str,
+    epoch: u64,
+    seq: u64,
+    chain: &Digest,
+    certificate: &Signature,
+) -> bool {
+    let payload = statement(epoch, seq, chain);
+    let bytes = certificate.to_bytes();
+    let group = party.group.clone();
+    party.cache.check(
+        &[purpose.as_bytes(), instance.as_bytes(), &payload, &bytes],
+        || {
+            group
+                .agreement
+                .verify(
+                    &Context::new(purpose, instance.as_bytes()),
+                    &payload,
+                    certificate,
+                )
+                .is_ok()
+        },
+    )
 }

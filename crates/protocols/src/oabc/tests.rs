@@ -233,6 +233,10 @@ fn batch_of(requests: &[Vec<u8>]) -> Vec<u8> {
 fn leader_sends(net: &mut Net<Oabc>, to: u16, batch: &[u8], committed: &[u8]) {
     let chain_of = |batch: &[u8]| link(&genesis(&instance(), 0), &batch_digest(&instance(), batch));
     let chain = chain_of(batch);
+    let commit_share = net.parties[0].keys.agreement.sign(
+        &Context::new(COMMIT_PURPOSE, instance().as_bytes()),
+        &statement(0, 1, &chain_of(committed)),
+    );
     let share = net.parties[0].keys.agreement.sign(
         &Context::new(PREPARE_PURPOSE, instance().as_bytes()),
         &statement(0, 1, &chain),
@@ -267,6 +271,7 @@ fn leader_sends(net: &mut Net<Oabc>, to: u16, batch: &[u8], committed: &[u8]) {
             epoch: 0,
             seq: 1,
             chain: chain_of(committed),
+            share: commit_share,
         }),
     );
 }
@@ -397,12 +402,20 @@ fn invalid_shares_and_forged_reports_are_blamed_on_their_sender() {
 
 fn arbitrary_message() -> impl proptest::strategy::Strategy<Value = Message> {
     let parties = crate::rbc::tests::network::parties(4, 9);
-    let share = parties[0]
-        .keys
+    let context = Context::new("x", b"y");
+    let share = parties[0].keys.agreement.sign(&context, b"z");
+    let shares: Vec<_> = parties[..3]
+        .iter()
+        .map(|p| p.keys.agreement.sign(&context, b"z"))
+        .collect();
+    let certificate = parties[0]
+        .group
         .agreement
-        .sign(&Context::new("x", b"y"), b"z");
+        .combine(&context, b"z", &shares)
+        .unwrap()
+        .value;
     (
-        0u8..7,
+        0u8..8,
         any::<u64>(),
         any::<u64>(),
         any::<[u8; 32]>(),
@@ -416,7 +429,18 @@ fn arbitrary_message() -> impl proptest::strategy::Strategy<Value = Message> {
                 chain,
                 share,
             },
-            2 => Message::Commit { epoch, seq, chain },
+            2 => Message::Commit {
+                epoch,
+                seq,
+                chain,
+                share,
+            },
+            7 => Message::Committed {
+                epoch,
+                seq,
+                chain,
+                certificate,
+            },
             3 => Message::Complain { epoch },
             4 => Message::Report(Report {
                 epoch,
@@ -469,5 +493,46 @@ fn the_state_stays_within_its_windows() {
         assert!(node.live_epochs() as u64 <= EPOCHS_AHEAD_MAX + 1 + EPOCHS_RETAINED);
         assert!(node.epoch() >= 5, "{server} went through the recoveries");
         let _: &BTreeMap<u64, Epoch> = &node.epochs;
+    }
+}
+
+#[test]
+fn a_server_the_optimistic_phase_left_out_catches_up_from_a_commit_certificate() {
+    for (seed, everyone) in [(70u64, false), (71, false), (72, true), (73, true)] {
+        let mut net = network(4, seed, &[]);
+        // Server 4 gets none of epoch 0's ORDER, PREPARE and COMMIT messages: from the leader
+        // only (a faulty leader leaving it out; the others' PREPAREs and COMMITs reach it, too
+        // few for a quorum), or from everyone.
+        net.lose = Some(Box::new(move |from, to, message| {
+            to == id(4)
+                && (everyone || from == id(1))
+                && matches!(
+                    &message.body,
+                    Body::Oabc(
+                        Message::Order { epoch: 0, .. }
+                            | Message::Prepare { epoch: 0, .. }
+                            | Message::Commit { epoch: 0, .. }
+                    )
+                )
+        }));
+        let requests: Vec<Vec<u8>> = (0..30).map(request).collect();
+        submit_everywhere(&mut net, &requests);
+        net.run();
+        let optimistic = net.outputs.get(&id(1)).map_or(0, Vec::len);
+        assert_eq!(optimistic, 30, "servers 1 to 3 delivered optimistically");
+        assert!(net.outputs.get(&id(4)).is_none_or(Vec::is_empty));
+        // Server 4's patience runs out; alone it cannot start a recovery, but its complaint
+        // brings it the others' commit certificate, and it fetches the batches.
+        let suspicions = run_with_patience(&mut net, 10);
+        let expected: BTreeSet<Vec<u8>> = requests.iter().cloned().collect();
+        let delivered = assert_total_order(&net, &expected);
+        assert!(delivered.iter().all(|d| d.epoch == 0 && d.seq.is_some()));
+        assert_eq!(net.nodes[3].epoch(), 0, "no recovery was needed");
+        net.assert_no_honest_blamed();
+        println!(
+            "seed {seed} (lost from {}): server 4 suspected {suspicions} time(s) and caught up with the {} requests",
+            if everyone { "everyone" } else { "the leader" },
+            delivered.len()
+        );
     }
 }
