@@ -198,6 +198,8 @@ impl Epoch {
         self.shares = self.shares.split_off(&(self.delivered + 1));
         self.commits = self.commits.split_off(&(self.delivered + 1));
         self.fetched = self.fetched.split_off(&(self.delivered + 1));
+        self.fetch_asked = self.fetch_asked.split_off(&(self.delivered + 1));
+        self.fetch_answered.retain(|(_, to)| *to > keep_from);
     }
 }
 
@@ -706,7 +708,13 @@ impl Oabc {
                 None => return,
             },
         };
-        if !state.fetch_answered.insert((from, to)) || state.fetch_answered.len() > 4096 {
+        // One answer per peer and `to`; `to` must lie within the window ahead of what this
+        // server delivered (kept by `prune`), so the set stays within `n × 2 × SEQS_AHEAD_MAX`.
+        let lowest = state.delivered.saturating_sub(BATCHES_RETAINED);
+        if to <= lowest
+            || to > state.delivered + SEQS_AHEAD_MAX
+            || !state.fetch_answered.insert((from, to))
+        {
             return;
         }
         // Only when this server's chain agrees with the asker's trusted value: then every batch
