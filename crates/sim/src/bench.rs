@@ -437,16 +437,20 @@ fn cpu_time() -> Option<(f64, &'static str)> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_small_group_orders_every_request_once_and_agrees() {
-        let args = BenchSimArgs {
-            protocol: "abc".into(),
+    fn small(protocol: &str) -> BenchSimArgs {
+        BenchSimArgs {
+            protocol: protocol.into(),
             servers: vec![4],
             batch: 16,
             rounds: 2,
             request_bytes: 32,
             json: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_small_group_orders_every_request_once_and_agrees() {
+        let args = small("abc");
         let row = measure(4, &args).unwrap();
         // Every server's requests are ordered: 4 servers × 16 × 2.
         assert_eq!(row.requests, 128);
@@ -459,14 +463,7 @@ mod tests {
 
     #[test]
     fn the_optimistic_broadcast_orders_every_request_once_without_the_recovery() {
-        let args = BenchSimArgs {
-            protocol: "oabc".into(),
-            servers: vec![4],
-            batch: 16,
-            rounds: 2,
-            request_bytes: 32,
-            json: false,
-        };
+        let args = small("oabc");
         let row = measure(4, &args).unwrap();
         assert_eq!(row.requests, 128);
         // 128 requests in batches of at most 16.

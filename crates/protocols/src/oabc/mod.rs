@@ -449,13 +449,13 @@ impl Oabc {
                 seq,
                 chain,
                 share,
-            } => self.on_prepare(from, *epoch, *seq, *chain, share, step),
+            } => self.on_share(false, from, *epoch, *seq, *chain, share, step),
             Message::Commit {
                 epoch,
                 seq,
                 chain,
                 share,
-            } => self.on_commit(from, *epoch, *seq, *chain, share, step),
+            } => self.on_share(true, from, *epoch, *seq, *chain, share, step),
             Message::Committed {
                 epoch,
                 seq,
@@ -559,8 +559,13 @@ impl Oabc {
         );
     }
 
-    fn on_prepare(
+    /// Keeps a PREPARE (`commit` false) or COMMIT share: one per sequence number and sender
+    /// (a second one on another chain value is an equivocation), within the window and above
+    /// the highest certificate of its kind held here (a lower one is never needed again).
+    #[allow(clippy::too_many_arguments, reason = "the fields of one message")]
+    fn on_share(
         &mut self,
+        commit: bool,
         from: ServerId,
         epoch: u64,
         seq: u64,
@@ -576,10 +581,16 @@ impl Oabc {
             step.fault(from, &instance, FaultKind::UnexpectedMessage);
             return;
         }
-        if !state.in_window(seq) || state.certified.as_ref().is_some_and(|(s, ..)| *s >= seq) {
+        let in_window = state.in_window(seq);
+        let (held, shares) = if commit {
+            (&state.committed, &mut state.commits)
+        } else {
+            (&state.certified, &mut state.shares)
+        };
+        if !in_window || held.as_ref().is_some_and(|(s, ..)| *s >= seq) {
             return;
         }
-        let shares = state.shares.entry(seq).or_default();
+        let shares = shares.entry(seq).or_default();
         match shares.get(&from) {
             Some((known, _)) if *known != chain => {
                 step.fault(from, &instance, FaultKind::Equivocation)
@@ -587,38 +598,6 @@ impl Oabc {
             Some(_) => {}
             None => {
                 shares.insert(from, (chain, *share));
-            }
-        }
-    }
-
-    fn on_commit(
-        &mut self,
-        from: ServerId,
-        epoch: u64,
-        seq: u64,
-        chain: Digest,
-        share: &SignatureShare,
-        step: &mut Step<Delivered>,
-    ) {
-        let instance = self.instance.clone();
-        let Some(state) = self.epochs.get_mut(&epoch) else {
-            return;
-        };
-        if share.id() != from {
-            step.fault(from, &instance, FaultKind::UnexpectedMessage);
-            return;
-        }
-        if !state.in_window(seq) || state.committed.as_ref().is_some_and(|(s, ..)| *s >= seq) {
-            return;
-        }
-        let commits = state.commits.entry(seq).or_default();
-        match commits.get(&from) {
-            Some((known, _)) if *known != chain => {
-                step.fault(from, &instance, FaultKind::Equivocation)
-            }
-            Some(_) => {}
-            None => {
-                commits.insert(from, (chain, *share));
             }
         }
     }
