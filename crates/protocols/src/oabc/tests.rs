@@ -536,3 +536,60 @@ fn a_server_the_optimistic_phase_left_out_catches_up_from_a_commit_certificate()
         );
     }
 }
+
+#[test]
+fn requests_the_recovery_orders_outside_a_recovery_are_held_bounded_and_then_delivered() {
+    // Server 4 (faulty, otherwise following the protocol) feeds requests straight into the
+    // recovery broadcast while the optimistic phase runs: every server holds what that
+    // broadcast orders until the epoch closes, and complains once `held_complain` are held.
+    // Without that bound reached (the default 4,096) they stay held and epoch 0 goes on.
+    for held_complain in [3, HELD_COMPLAIN] {
+        let mut config = config();
+        config.held_complain = held_complain;
+        let mut net = Net::new(4, 80, &[], |_| Oabc::new(instance(), config));
+        let honest: Vec<Vec<u8>> = (0..5).map(request).collect();
+        submit_everywhere(&mut net, &honest);
+        let smuggled: Vec<Vec<u8>> = (500..504).map(request).collect();
+        net.call(id(4), |node, party| {
+            let mut step = Step::new();
+            for request in &smuggled {
+                let mut tagged = vec![ABC_REQUEST];
+                tagged.extend_from_slice(request);
+                let child = node.abc.submit(party, tagged).expect("accepted");
+                step.messages.extend(child.messages);
+            }
+            step
+        });
+        net.run();
+        if held_complain == HELD_COMPLAIN {
+            for server in net.honest() {
+                let node = &net.nodes[server.slot()];
+                assert_eq!((node.epoch(), node.held.len()), (0, 4), "{server}");
+            }
+            assert_total_order(&net, &honest.iter().cloned().collect());
+            continue;
+        }
+        for server in net.honest() {
+            let node = &net.nodes[server.slot()];
+            assert_eq!(node.held.len(), 0, "{server}: nothing held any more");
+            assert!(
+                node.epoch() >= 1,
+                "{server}: the held requests closed epoch 0"
+            );
+        }
+        let mut expected: BTreeSet<Vec<u8>> = honest.iter().cloned().collect();
+        expected.extend(smuggled.iter().cloned());
+        let delivered = assert_total_order(&net, &expected);
+        let recovered = delivered.iter().filter(|d| d.seq.is_none()).count();
+        assert!(
+            recovered >= smuggled.len(),
+            "the smuggled requests came through the recovery"
+        );
+        net.assert_no_honest_blamed();
+        println!(
+            "{} requests: {} optimistic, {recovered} through the recovery",
+            delivered.len(),
+            delivered.len() - recovered
+        );
+    }
+}
