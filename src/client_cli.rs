@@ -270,18 +270,32 @@ fn dir_get(client: &Client, key: &str, out: Option<&std::path::Path>) -> ExitCod
         Err(error) => return failed(&what, error),
     };
     notes(&answer.failures);
+    print_lookup(
+        &what,
+        &describe(&answer.lookup),
+        answer.server,
+        &answer.json,
+        out,
+    )
+}
+
+/// Prints a verified directory answer: what it says and from which server, then its JSON —
+/// unless the JSON goes to `out`.
+fn print_lookup(
+    what: &str,
+    description: &str,
+    server: ServerId,
+    json: &[u8],
+    out: Option<&std::path::Path>,
+) -> ExitCode {
     if let Some(out) = out
-        && let Err(error) = std::fs::write(out, &answer.json)
+        && let Err(error) = std::fs::write(out, json)
     {
-        return failed(&what, error);
+        return failed(what, error);
     }
-    println!(
-        "{} — from {}; verified against the service key",
-        describe(&answer.lookup),
-        answer.server
-    );
+    println!("{description} — from {server}; verified against the service key");
     if out.is_none() {
-        println!("{}", String::from_utf8_lossy(&answer.json));
+        println!("{}", String::from_utf8_lossy(json));
     }
     ExitCode::SUCCESS
 }
@@ -334,20 +348,13 @@ fn dir_get_local(
         Err(error) => return failed(&what, error),
     };
     notes(&answer.failures);
-    if let Some(out) = out
-        && let Err(error) = std::fs::write(out, &answer.json)
-    {
-        return failed(&what, error);
-    }
-    println!(
-        "{} — from {}; verified against the service key",
-        describe_local(&answer.lookup),
-        answer.server
-    );
-    if out.is_none() {
-        println!("{}", String::from_utf8_lossy(&answer.json));
-    }
-    ExitCode::SUCCESS
+    print_lookup(
+        &what,
+        &describe_local(&answer.lookup),
+        answer.server,
+        &answer.json,
+        out,
+    )
 }
 
 /// The owner's Ed25519 key from its file (64 hex digits), made and saved (0600) when absent.
