@@ -1238,25 +1238,21 @@ impl Oabc {
         }
         // `trusted` is now the chain value at the last delivered batch: it matches ours.
         collected.reverse();
+        // Each batch is decoded once, here; its bytes stay only where this server adopts them.
         let mut batches = Vec::with_capacity(collected.len());
         let mut adopted = false;
         for (at, value, bytes) in collected {
-            let time_ms = Batch::from_bytes(&bytes).map_or(0, |b| b.time_ms);
+            let batch = Batch::from_bytes(&bytes).ok();
+            let time_ms = batch.as_ref().map_or(0, |b| b.time_ms);
             if state.chain.get(&at) != Some(&value) {
                 // Adopt the certified chain (this server's own was missing there, or another
                 // branch of a faulty leader).
                 adopted |= state.chain.contains_key(&at);
                 state.chain.insert(at, value);
-                state.batches.insert(
-                    at,
-                    Ordered {
-                        bytes: bytes.clone(),
-                        time_ms,
-                    },
-                );
+                state.batches.insert(at, Ordered { bytes, time_ms });
             }
             state.last_time = state.last_time.max(time_ms);
-            batches.push((at, time_ms, bytes));
+            batches.push((at, time_ms, batch));
         }
         if adopted {
             // What this server chained beyond `seq` hangs off another branch. It never signs
@@ -1267,11 +1263,9 @@ impl Oabc {
         state.signed = state.signed.max(seq);
         state.delivered = seq;
         state.prune();
-        for (at, time_ms, bytes) in batches {
-            if let Ok(batch) = Batch::from_bytes(&bytes) {
-                for request in batch.requests {
-                    self.deliver(epoch, Some(at), time_ms, request, step);
-                }
+        for (at, time_ms, batch) in batches {
+            for request in batch.map(|b| b.requests).unwrap_or_default() {
+                self.deliver(epoch, Some(at), time_ms, request, step);
             }
         }
         true
