@@ -290,3 +290,78 @@ impl Report {
         self.share.id()
     }
 }
+
+/// Where one server's instance stands after a delivered request: what a restarted server
+/// resumes from ([`super::Oabc::resume`]). Server-local progress, not a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// The epoch delivering next.
+    pub epoch: u64,
+    /// Batches of `epoch` delivered (0: none yet).
+    pub seq: u64,
+    /// The chain value at `seq` (the epoch's genesis for 0).
+    pub chain: Digest,
+    /// The time of batch `seq` (0 for none).
+    pub time_ms: u64,
+    /// Requests delivered.
+    pub positions: u64,
+    /// The recovery broadcast's round that holds the marker closing `epoch - 1` (0 when
+    /// `epoch` is 0): it is run again from there.
+    pub recovery_round: u64,
+    /// The recovery broadcast's delivered count before that round.
+    pub recovery_height: u64,
+    /// The servers whose reports on `epoch - 1` the recovery broadcast delivered before that
+    /// round (with the reports in the round, they make up the marker again).
+    pub reporters_before: Vec<ServerId>,
+}
+
+/// Reporters a [`Point`] lists, at most (the group size limit).
+const POINT_REPORTERS_MAX: usize = sintra_crypto::SERVERS_MAX as usize;
+
+impl Encode for Point {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.chain);
+        out.extend_from_slice(&self.time_ms.to_be_bytes());
+        out.extend_from_slice(&self.positions.to_be_bytes());
+        out.extend_from_slice(&self.recovery_round.to_be_bytes());
+        out.extend_from_slice(&self.recovery_height.to_be_bytes());
+        out.extend_from_slice(&(self.reporters_before.len() as u16).to_be_bytes());
+        for reporter in &self.reporters_before {
+            out.extend_from_slice(&reporter.get().to_be_bytes());
+        }
+    }
+}
+
+impl Decode for Point {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            epoch: reader.u64()?,
+            seq: reader.u64()?,
+            chain: reader.array()?,
+            time_ms: reader.u64()?,
+            positions: reader.u64()?,
+            recovery_round: reader.u64()?,
+            recovery_height: reader.u64()?,
+            reporters_before: {
+                let count = usize::from(reader.u16()?);
+                if count > POINT_REPORTERS_MAX {
+                    return Err(DecodeError::Invalid {
+                        what: "oabc point",
+                        why: "more reporters than servers",
+                    });
+                }
+                let mut reporters = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let id = ServerId::new(reader.u16()?).ok_or(DecodeError::Invalid {
+                        what: "oabc point",
+                        why: "server id 0",
+                    })?;
+                    reporters.push(id);
+                }
+                reporters
+            },
+        })
+    }
+}

@@ -24,7 +24,7 @@ use sintra_crypto::bls::{Signature, SignatureShare};
 use sintra_crypto::encoding::{Decode, Encode};
 use sintra_crypto::{Context, ServerId};
 
-pub use message::{Message, Report};
+pub use message::{Message, Point, Report};
 use state::{Pending, Window};
 
 use crate::abc::{self, Abc, AbcConfig, AbcError, Batch};
@@ -210,6 +210,9 @@ struct Closed {
     seq: u64,
     chain: Digest,
     held: Vec<(u64, Vec<u8>)>,
+    /// The recovery broadcast's round that held the marker, its delivered count before it, and
+    /// the reporters of the marker delivered before that round.
+    recovery: (u64, u64, Vec<ServerId>),
 }
 
 /// One optimistic atomic-broadcast instance at one server.
@@ -227,14 +230,25 @@ pub struct Oabc {
     closed: VecDeque<Closed>,
     /// The next epoch the recovery broadcast's sequence closes.
     abc_epoch: u64,
-    /// Valid reports for `abc_epoch` delivered by the recovery broadcast, by reporter.
-    abc_reports: BTreeMap<ServerId, Report>,
+    /// Valid reports for `abc_epoch` delivered by the recovery broadcast, by reporter, with the
+    /// recovery round that delivered each.
+    abc_reports: BTreeMap<ServerId, (Option<Report>, u64)>,
     /// Requests the recovery broadcast delivered since the last marker.
     held: Vec<(u64, Vec<u8>)>,
     pending: Pending,
     window: Window,
     positions: u64,
     time_ms: u64,
+    /// The round the recovery broadcast is delivering and its delivered count before it.
+    recovery_round: (u64, u64),
+    /// The same at the marker of the last epoch delivered here (where a restart runs it again),
+    /// with the marker's reporters delivered before that round.
+    recovery_resume: (u64, u64, Vec<ServerId>),
+    /// Resumed: the recovery broadcast runs again from the round of the marker of `epoch - 1`,
+    /// whose reports and held requests were delivered before; that marker only discards them.
+    replaying: bool,
+    /// Draining: orders no new batch as leader.
+    draining: bool,
 }
 
 impl Oabc {
@@ -268,10 +282,108 @@ impl Oabc {
             window: Window::new(DEDUP_POSITIONS),
             positions: 0,
             time_ms: 0,
+            recovery_round: (0, 0),
+            recovery_resume: (0, 0, Vec::new()),
+            replaying: false,
+            draining: false,
             instance,
         };
         oabc.ensure_epochs();
         oabc
+    }
+
+    /// An instance that resumes at `point` (taken from [`Oabc::point`] before a restart).
+    /// `recent` are the digests ([`abc::request_digest`] under `instance`) of the requests
+    /// delivered last, oldest first, up to [`DEDUP_POSITIONS`]: the deduplication window.
+    ///
+    /// The batches of `point.epoch` after `point.seq` come from the others' commit certificates
+    /// and fetches; the recovery broadcast runs again from the round that closed the epoch
+    /// before (its decisions come from the others' catch-up), and the requests and reports it
+    /// delivered before that epoch's marker are discarded again. The runtime keeps the restarted
+    /// server silent wherever it may have spoken before (its send fence).
+    pub fn resume(
+        instance: InstanceId,
+        config: OabcConfig,
+        point: &Point,
+        recent: impl IntoIterator<Item = Digest>,
+    ) -> Self {
+        let mut oabc = Self::new(instance, config);
+        oabc.abc = Abc::resume(
+            oabc.abc.instance().clone(),
+            oabc.abc_config(),
+            point.recovery_round,
+            point.recovery_height,
+            std::iter::empty(),
+        );
+        oabc.epoch = point.epoch;
+        oabc.epochs.clear();
+        oabc.ensure_epochs();
+        if let Some(state) = oabc.epochs.get_mut(&point.epoch) {
+            state.chain.insert(point.seq, point.chain);
+            state.delivered = point.seq;
+            state.signed = point.seq;
+            state.last_time = point.time_ms;
+            state.next_seq = point.seq + 1;
+            state.ordered_time = point.time_ms;
+        }
+        oabc.positions = point.positions;
+        oabc.recovery_round = (point.recovery_round, point.recovery_height);
+        oabc.recovery_resume = (
+            point.recovery_round,
+            point.recovery_height,
+            point.reporters_before.clone(),
+        );
+        if point.epoch > 0 {
+            oabc.abc_epoch = point.epoch - 1;
+            oabc.replaying = true;
+            // Stand-ins for the reports delivered before the marker's round: only their
+            // reporters count.
+            for reporter in &point.reporters_before {
+                oabc.abc_reports.insert(*reporter, (None, 0));
+            }
+        }
+        for digest in recent {
+            oabc.window.insert(digest);
+        }
+        oabc
+    }
+
+    /// Where this server stands: everything up to `positions` delivered (see [`Oabc::resume`]).
+    pub fn point(&self) -> Point {
+        let state = self.epochs.get(&self.epoch);
+        let seq = state.map_or(0, |s| s.delivered);
+        let chain = state
+            .and_then(|s| s.chain.get(&seq).copied())
+            .unwrap_or_else(|| genesis(&self.instance, self.epoch));
+        let time_ms = state
+            .and_then(|s| s.batches.get(&seq))
+            .map_or(0, |b| b.time_ms);
+        Point {
+            epoch: self.epoch,
+            seq,
+            chain,
+            time_ms,
+            positions: self.positions,
+            recovery_round: self.recovery_resume.0,
+            recovery_height: self.recovery_resume.1,
+            reporters_before: self.recovery_resume.2.clone(),
+        }
+    }
+
+    /// Draining (the server is stopping): no new batch as leader; what is under way finishes.
+    /// The recovery broadcast drains too ([`Abc::set_draining`]).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+        self.abc.set_draining(draining);
+    }
+
+    /// The recovery broadcast's configuration (the request limit one byte larger for the tag).
+    fn abc_config(&self) -> AbcConfig {
+        AbcConfig {
+            request_bytes_max: self.config.abc.request_bytes_max.saturating_add(1),
+            ..self.config.abc
+        }
+        .clamped()
     }
 
     /// Takes a request from a client; it waits until delivered. A request already pending or
@@ -730,12 +842,18 @@ impl Oabc {
         step: &mut Step<Delivered>,
     ) {
         for item in delivered {
+            if item.round != self.recovery_round.0 {
+                self.recovery_round = (item.round, item.position);
+            }
             match item.request.split_first() {
                 Some((&ABC_REQUEST, request)) => {
                     if self.held.len() < self.config.held_max {
                         self.held.push((item.time_ms, request.to_vec()));
                     }
-                    if self.held.len() >= self.config.held_complain && self.closed.is_empty() {
+                    if self.held.len() >= self.config.held_complain
+                        && self.closed.is_empty()
+                        && !self.replaying
+                    {
                         self.complain(step);
                     }
                 }
@@ -749,7 +867,8 @@ impl Oabc {
                     {
                         continue;
                     }
-                    self.abc_reports.insert(report.reporter(), report);
+                    self.abc_reports
+                        .insert(report.reporter(), (Some(report), self.recovery_round.0));
                     if self.abc_reports.len() >= party.quorum() {
                         self.marker();
                     }
@@ -763,8 +882,22 @@ impl Oabc {
     /// `n - t` reports on `abc_epoch` are in: the epoch's optimistic phase ends at the highest
     /// certified sequence number among them.
     fn marker(&mut self) {
+        if self.replaying {
+            // Delivered before the restart: the epoch after it is where this server resumed.
+            self.replaying = false;
+            self.held.clear();
+            self.abc_epoch += 1;
+            self.abc_reports.clear();
+            return;
+        }
+        let before: Vec<ServerId> = self
+            .abc_reports
+            .iter()
+            .filter(|(_, (_, round))| *round < self.recovery_round.0)
+            .map(|(reporter, _)| *reporter)
+            .collect();
         let mut best: Option<&Report> = None;
-        for report in self.abc_reports.values() {
+        for report in self.abc_reports.values().filter_map(|(r, _)| r.as_ref()) {
             if best.is_none_or(|b| report.seq > b.seq) {
                 best = Some(report);
             }
@@ -777,6 +910,7 @@ impl Oabc {
             seq,
             chain,
             held: std::mem::take(&mut self.held),
+            recovery: (self.recovery_round.0, self.recovery_round.1, before),
         });
         if let Some(state) = self.epochs.get_mut(&self.abc_epoch) {
             state.stopped = true;
@@ -795,6 +929,7 @@ impl Oabc {
                     return;
                 }
                 if let Some(closed) = self.closed.pop_front() {
+                    self.recovery_resume = closed.recovery;
                     for (time_ms, request) in closed.held {
                         self.deliver(epoch, None, time_ms, request, step);
                     }
@@ -990,7 +1125,10 @@ impl Oabc {
     /// Leader: orders pending requests while the pipeline has room.
     fn order(&mut self, party: &Party, step: &mut Step<Delivered>) {
         let epoch = self.epoch;
-        if leader_of(epoch, party.servers()) != Some(party.id) || !self.closed.is_empty() {
+        if leader_of(epoch, party.servers()) != Some(party.id)
+            || !self.closed.is_empty()
+            || self.draining
+        {
             return;
         }
         let config = self.config;
