@@ -180,12 +180,35 @@ pub struct BenchClusterArgs {
     /// Override the replicas' `tunables.batch_requests_max` (requests proposed per round).
     #[arg(long)]
     batch: Option<usize>,
+    /// How the replicas order requests (`tunables.ordering`): `randomized` or `optimistic`
+    /// (default: what the dealt configs say, `randomized` unless changed).
+    #[arg(long)]
+    ordering: Option<Ordering>,
     /// Keep the run directory (configs, stores, logs) and print where it is.
     #[arg(long)]
     keep: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// How the replicas order requests (`--ordering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Ordering {
+    /// The randomized atomic broadcast.
+    Randomized,
+    /// The optimistic atomic broadcast (a leader; the randomized one recovers).
+    Optimistic,
+}
+
+impl From<Ordering> for sintra_config::OrderingMode {
+    fn from(ordering: Ordering) -> Self {
+        match ordering {
+            Ordering::Randomized => Self::Randomized,
+            Ordering::Optimistic => Self::Optimistic,
+        }
+    }
 }
 
 /// The service a run asks (`--service`).
@@ -347,6 +370,8 @@ impl Errors {
 struct Report {
     /// `"kv"`, `"tsa"` or `"ca"`.
     service: Service,
+    /// `"randomized"` or `"optimistic"`.
+    ordering: sintra_config::OrderingMode,
     servers: u16,
     faults: u16,
     clients: usize,
@@ -473,7 +498,14 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
     );
     let run_dir = work.path().join("run");
     let ports = pick_ports(args.servers)?;
-    write_run_dir(&run_dir, &keys_dir, &group, &ports, args.batch)?;
+    let ordering = write_run_dir(
+        &run_dir,
+        &keys_dir,
+        &group,
+        &ports,
+        args.batch,
+        args.ordering,
+    )?;
 
     let exe = std::env::current_exe().context("locating the sintra binary")?;
     let mut cluster = Cluster::start(&exe, &run_dir, args.servers)?;
@@ -558,6 +590,7 @@ pub fn run(args: &BenchClusterArgs) -> anyhow::Result<ExitCode> {
     let ordered_per_s = ordered as f64 / window;
     let report = Report {
         service: args.service,
+        ordering,
         servers: args.servers,
         faults: group.keys.parameters.faults,
         clients: args.clients,
@@ -778,7 +811,8 @@ fn write_run_dir(
     group: &GroupFile,
     ports: &[u16],
     batch: Option<usize>,
-) -> anyhow::Result<()> {
+    ordering: Option<Ordering>,
+) -> anyhow::Result<sintra_config::OrderingMode> {
     fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let servers: Vec<ServerEntry> = group
         .servers
@@ -809,6 +843,7 @@ fn write_run_dir(
     let path = run.join("group.toml");
     fs::write(&path, toml::to_string(&run_group)?)
         .with_context(|| format!("writing {}", path.display()))?;
+    let mut mode = sintra_config::OrderingMode::default();
     for (entry, port) in group.servers.iter().zip(ports) {
         let name = format!("server-{}", entry.id.get());
         let dealt = ServerConfig::load(&keys_dir.join(&name).join("config.toml"))?;
@@ -816,6 +851,10 @@ fn write_run_dir(
         if let Some(batch) = batch {
             tunables.batch_requests_max = batch;
         }
+        if let Some(ordering) = ordering {
+            tunables.ordering = ordering.into();
+        }
+        mode = tunables.ordering;
         let config = ServerConfig {
             id: entry.id,
             listen: loopback(*port),
@@ -831,7 +870,7 @@ fn write_run_dir(
         fs::write(&path, toml::to_string(&config)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(())
+    Ok(mode)
 }
 
 /// The replica processes; dropping it stops them all.
@@ -1905,10 +1944,11 @@ fn table(report: &Report) -> String {
     };
     let _ = writeln!(
         out,
-        "sintra bench cluster: {} replicas (t = {}), {} build, {} s measured after {} s warm-up; \
-         {what}; {} of {} sampled answers verified{openssl}",
+        "sintra bench cluster: {} replicas (t = {}), {:?} ordering, {} build, {} s measured after \
+         {} s warm-up; {what}; {} of {} sampled answers verified{openssl}",
         report.servers,
         report.faults,
+        report.ordering,
         report.build,
         report.duration_s,
         report.warmup_s,

@@ -392,6 +392,30 @@ pub struct Tunables {
     /// Bytes of one encoded client request (default 64 KiB: a kv put of a 1 KiB key and a
     /// 60 KiB value fits; at least 64).
     pub request_bytes_max: usize,
+    /// How the group orders requests (the same at every server): `randomized` (default; the
+    /// asynchronous atomic broadcast, no timing assumption for anything) or `optimistic` (a
+    /// leader sequences batches and the randomized broadcast only recovers from a slow or
+    /// faulty leader; docs/protocols/oabc.md).
+    pub ordering: OrderingMode,
+    /// Optimistic ordering: how long requests may wait here without a delivery before this
+    /// server complains about the leader (default 1000 ms; at least 10). Safety never depends
+    /// on it.
+    pub patience_ms: u64,
+    /// Optimistic ordering: every this many delivered batches the servers certify a checkpoint
+    /// (default 64; at least 1, at most 256 so that the batches after the last certificate can
+    /// always be fetched inside the ordering).
+    pub checkpoint_batches: u64,
+}
+
+/// How a group orders requests (see [`Tunables::ordering`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderingMode {
+    /// The randomized asynchronous atomic broadcast.
+    #[default]
+    Randomized,
+    /// The optimistic atomic broadcast with the randomized one as its recovery.
+    Optimistic,
 }
 
 impl Default for Tunables {
@@ -401,6 +425,9 @@ impl Default for Tunables {
             batch_requests_max: 1024,
             pending_requests_max: 16 << 10,
             request_bytes_max: 64 << 10,
+            ordering: OrderingMode::Randomized,
+            patience_ms: 1000,
+            checkpoint_batches: 64,
         }
     }
 }
@@ -419,6 +446,12 @@ impl Tunables {
         }
         if self.request_bytes_max < 64 {
             return Err("tunables.request_bytes_max must be at least 64".into());
+        }
+        if self.patience_ms < 10 {
+            return Err("tunables.patience_ms must be at least 10".into());
+        }
+        if !(1..=256).contains(&self.checkpoint_batches) {
+            return Err("tunables.checkpoint_batches must be between 1 and 256".into());
         }
         Ok(())
     }

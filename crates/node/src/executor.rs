@@ -48,6 +48,9 @@ pub(crate) enum ExecInput {
         /// Where secure causal atomic broadcast stood when the round was reported (stored
         /// with the round: where it resumes after a restart).
         scabc: ScabcPoint,
+        /// Optimistic ordering: the encoded point its instance resumes from after this round
+        /// (stored with the round).
+        ordering: Option<Vec<u8>>,
     },
     /// Rounds fetched from `peer`, to be checked against `certificate` and applied.
     Transfer {
@@ -111,7 +114,8 @@ impl Executor {
                     time_ms,
                     requests,
                     scabc,
-                } => self.execute_delivered(round, first, time_ms, requests, scabc),
+                    ordering,
+                } => self.execute_delivered(round, first, time_ms, requests, scabc, ordering),
                 ExecInput::Transfer {
                     peer,
                     records,
@@ -133,6 +137,7 @@ impl Executor {
         time_ms: u64,
         requests: Vec<Vec<u8>>,
         scabc: ScabcPoint,
+        ordering: Option<Vec<u8>>,
     ) -> Result<(), String> {
         if round < self.next_round {
             // Applied already by a state transfer.
@@ -152,8 +157,15 @@ impl Executor {
                 self.height
             ));
         }
-        self.execute(round, time_ms, requests, true, Some(scabc))
-            .map(|_| ())
+        self.execute(
+            round,
+            time_ms,
+            requests,
+            true,
+            Some(scabc),
+            ordering.as_deref(),
+        )
+        .map(|_| ())
     }
 
     /// Executes and commits one round; returns the state digest at a checkpoint round.
@@ -164,6 +176,7 @@ impl Executor {
         requests: Vec<Vec<u8>>,
         sign: bool,
         scabc: Option<ScabcPoint>,
+        ordering: Option<&[u8]>,
     ) -> Result<Option<[u8; 32]>, String> {
         let first = self.height;
         let mut answers = Vec::with_capacity(requests.len());
@@ -226,6 +239,7 @@ impl Executor {
                 log_digest,
                 snapshot: snapshot.as_deref(),
                 scabc,
+                ordering,
             })
             .map_err(|error| error.to_string())?;
         self.next_round = round + 1;
@@ -378,8 +392,14 @@ impl Executor {
         let rounds = records.len() as u64;
         let mut state_digest = None;
         for record in records {
-            state_digest =
-                self.execute(record.round, record.time_ms, record.requests, false, None)?;
+            state_digest = self.execute(
+                record.round,
+                record.time_ms,
+                record.requests,
+                false,
+                None,
+                None,
+            )?;
             self.metrics
                 .rounds_transferred
                 .fetch_add(1, Ordering::Relaxed);

@@ -38,12 +38,15 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use rand::RngCore;
+use sintra_config::OrderingMode;
 use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{GroupKeys, ServerKeys};
+use sintra_crypto::encoding::Decode;
 use sintra_net::{
     LinkKeypair, LinkLimits, LinkPublicKey, Links, LinksConfig, LinksHandle, PeerConfig,
 };
 use sintra_protocols::abc::{Abc, AbcConfig};
+use sintra_protocols::oabc::{self, Oabc, OabcConfig};
 use sintra_protocols::scabc::Scabc;
 use sintra_protocols::{InstanceId, Party};
 use sintra_services::ca::{self, Ca, CaPolicy};
@@ -104,6 +107,14 @@ pub struct Tunables {
     /// broadcast's validity needs against a Byzantine agreement, at `t + 1` times the bandwidth
     /// of requests). While a restarted server is silent behind its fence it forwards to all.
     pub forward_peers: usize,
+    /// How the group orders requests (the same at every server).
+    pub ordering: OrderingMode,
+    /// Optimistic ordering: how long requests wait here without a delivery before this server
+    /// complains about the leader.
+    pub patience: Duration,
+    /// Optimistic ordering: delivered batches between checkpoints (replaces
+    /// `checkpoint_rounds`, since a batch is one round of the log).
+    pub checkpoint_batches: u64,
     /// Test-only (feature `byzantine`): this server signs wrong answer shares (and proves them
     /// as such when asked) and hands its clients altered answers, so that tests can show the
     /// others detect and name it and clients reject what it says.
@@ -134,6 +145,9 @@ impl Default for Tunables {
             http_body_bytes_max: HTTP_BODY_BYTES_MAX,
             submit_queue_max: SUBMIT_QUEUE_MAX,
             forward_peers: 0,
+            ordering: OrderingMode::Randomized,
+            patience: Duration::from_millis(1000),
+            checkpoint_batches: 64,
             #[cfg(feature = "byzantine")]
             byzantine: false,
         }
@@ -323,16 +337,38 @@ impl Node {
                 position = entry.position + 1;
             }
         }
-        let recent = executor::recent_digests(&store, &instance, stored.next_round)
-            .map_err(NodeError::Service)?;
         let abc_config = tunables.abc.clamped();
-        let abc = Abc::resume(
-            instance.clone(),
-            abc_config,
-            stored.next_round,
-            stored.height,
-            recent,
-        );
+        let oabc_instance = InstanceId::root("sintra")
+            .and_then(|root| root.child("oabc"))
+            .ok_or_else(|| NodeError::Config("invalid instance id".into()))?;
+        let (orderer, ordering_instance) = match tunables.ordering {
+            OrderingMode::Randomized => {
+                let recent = executor::recent_digests(&store, &instance, stored.next_round)
+                    .map_err(NodeError::Service)?;
+                let abc = Abc::resume(
+                    instance.clone(),
+                    abc_config,
+                    stored.next_round,
+                    stored.height,
+                    recent,
+                );
+                (protocol::Orderer::Randomized(abc), instance.clone())
+            }
+            OrderingMode::Optimistic => {
+                let oabc = resume_optimistic(&store, &oabc_instance, abc_config, &stored)?;
+                let optimistic = protocol::Optimistic {
+                    oabc,
+                    silent_through: stored.oabc_fence,
+                    sent: None,
+                    patience: tunables.patience,
+                    waiting_since: None,
+                };
+                (
+                    protocol::Orderer::Optimistic(Box::new(optimistic)),
+                    oabc_instance,
+                )
+            }
+        };
         // Secure causal atomic broadcast resumes where the last executed round found it; ordering
         // rounds after that are delivered again from the others' decisions (silent behind its
         // fence), and positions this server may have shared before ask peers for replies.
@@ -411,6 +447,7 @@ impl Node {
                 (FenceSpace::Abc, stored.fence),
                 (FenceSpace::ScabcRounds, stored.scabc_fence),
                 (FenceSpace::ScabcShares, stored.scabc_share_fence),
+                (FenceSpace::OabcEpochs, stored.oabc_fence),
             ]
             .into_iter()
             .filter_map(|(space, fence)| Some((space, fence?)))
@@ -420,9 +457,9 @@ impl Node {
         )));
         let protocol = protocol::ProtocolTask {
             party,
-            abc,
+            orderer,
             config: abc_config,
-            instance: instance.clone(),
+            instance: ordering_instance,
             scabc,
             scabc_instance,
             silent_through: stored.fence,
@@ -484,7 +521,10 @@ impl Node {
             height: stored.height,
             log_digest: stored.log_digest,
             last_entry_time_ms,
-            checkpoint_rounds: tunables.checkpoint_rounds.max(1),
+            checkpoint_rounds: match tunables.ordering {
+                OrderingMode::Randomized => tunables.checkpoint_rounds.max(1),
+                OrderingMode::Optimistic => tunables.checkpoint_batches.max(1),
+            },
             instance: instance.clone(),
             keys: keys.clone(),
             links: links.clone(),
@@ -662,6 +702,66 @@ impl Node {
     }
 }
 
+/// The optimistic ordering where this server left it: at the stored point (an empty store: at
+/// the start), with the deduplication window of the requests before the point.
+fn resume_optimistic(
+    store: &Store,
+    instance: &InstanceId,
+    abc_config: AbcConfig,
+    stored: &store::StoredState,
+) -> Result<Oabc, NodeError> {
+    let config = OabcConfig {
+        abc: abc_config,
+        ..OabcConfig::default()
+    };
+    let Some(bytes) = &stored.ordering else {
+        if stored.height > 0 {
+            return Err(NodeError::Service(
+                "the log was written by the randomized ordering; this server is configured \
+                 for the optimistic one (tunables.ordering)"
+                    .into(),
+            ));
+        }
+        return Ok(Oabc::new(instance.clone(), config));
+    };
+    let point = oabc::Point::from_bytes(bytes).map_err(|error| {
+        NodeError::Service(format!("the stored optimistic ordering point: {error}"))
+    })?;
+    if point.positions > stored.height {
+        return Err(NodeError::Service(format!(
+            "the stored optimistic ordering point is at position {} beyond the log's height {}",
+            point.positions, stored.height
+        )));
+    }
+    // The point may lag the log (it is stored with the last round of a step): the requests
+    // between them are delivered again and skipped; the window covers those before the point.
+    let from = point.positions.saturating_sub(oabc::DEDUP_POSITIONS as u64);
+    let mut recent = Vec::new();
+    let mut position = from;
+    while position < point.positions {
+        let entries = store.log(position, (position + REPLAY_CHUNK).min(point.positions))?;
+        let Some(last) = entries.last() else {
+            return Err(NodeError::Service(format!(
+                "the log has no entry at position {position} below the ordering point"
+            )));
+        };
+        position = last.position + 1;
+        recent.extend(
+            entries
+                .iter()
+                .map(|entry| sintra_protocols::abc::request_digest(instance, &entry.request)),
+        );
+    }
+    info!(
+        epoch = point.epoch,
+        seq = point.seq,
+        position = point.positions,
+        height = stored.height,
+        "optimistic ordering resumes"
+    );
+    Ok(Oabc::resume(instance.clone(), config, &point, recent))
+}
+
 /// The signed directory state stored at the last checkpoint, when it is the state of the
 /// restored snapshot (`service` holds it, before the log after it is replayed), so that local
 /// lookups are served again right after a restart. `None` (with a log line) otherwise: they are
@@ -794,6 +894,9 @@ pub fn load_config(config_path: &Path) -> Result<NodeConfig, NodeError> {
         tunables: Tunables {
             checkpoint_rounds: tunables.checkpoint_rounds,
             abc,
+            ordering: tunables.ordering,
+            patience: Duration::from_millis(tunables.patience_ms),
+            checkpoint_batches: tunables.checkpoint_batches,
             ..Tunables::default()
         },
     })

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub link_queue_full: AtomicU64,
     /// Messages for rounds at or below the fence that were not sent after a restart.
     pub fenced_messages: AtomicU64,
+    /// Optimistic ordering: complaints this server made because its patience ran out.
+    pub suspicions: AtomicU64,
+    /// Optimistic ordering: the epoch this server is in.
+    pub epoch: AtomicU64,
     /// The durable send fence.
     pub fence: AtomicU64,
     /// Depth of the channel from the links to the protocol task (sampled).
@@ -217,6 +221,18 @@ impl Metrics {
             "Messages dropped because a peer's queue was full.",
             "counter",
             load(&self.link_queue_full),
+        );
+        gauge(
+            "ordering_epoch",
+            "Optimistic ordering: the epoch this server is in.",
+            "gauge",
+            load(&self.epoch),
+        );
+        gauge(
+            "suspicions_total",
+            "Optimistic ordering: complaints about the leader after the patience ran out.",
+            "counter",
+            load(&self.suspicions),
         );
         gauge(
             "fenced_messages_total",

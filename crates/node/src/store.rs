@@ -152,6 +152,9 @@ pub struct RoundCommit<'a> {
     /// Where secure causal atomic broadcast stood when the round was reported (`None`: leave
     /// the stored point as it is).
     pub scabc: Option<ScabcPoint>,
+    /// Optimistic ordering: the encoded point its instance resumes from after this round
+    /// (`None`: leave the stored one as it is).
+    pub ordering: Option<&'a [u8]>,
 }
 
 /// Where this server's secure causal atomic broadcast stands: the round of its atomic broadcast
@@ -173,6 +176,9 @@ pub enum FenceSpace {
     ScabcRounds,
     /// Positions whose decryption share (`sintra/scabc/d<p>`) was sent.
     ScabcShares,
+    /// Epochs of the optimistic ordering (`sintra/oabc`) whose ORDER, PREPARE, COMMIT or
+    /// REPORT was sent.
+    OabcEpochs,
 }
 
 impl FenceSpace {
@@ -181,6 +187,7 @@ impl FenceSpace {
             Self::Abc => "fence",
             Self::ScabcRounds => "scabc_fence",
             Self::ScabcShares => "scabc_share_fence",
+            Self::OabcEpochs => "oabc_epoch_fence",
         }
     }
 }
@@ -202,6 +209,10 @@ pub struct StoredState {
     pub scabc_share_fence: Option<u64>,
     /// Where secure causal atomic broadcast resumes (recorded with the plain rounds).
     pub scabc: ScabcPoint,
+    /// The highest epoch of the optimistic ordering this server may have spoken in.
+    pub oabc_fence: Option<u64>,
+    /// The encoded point the optimistic ordering resumes from (recorded with the rounds).
+    pub ordering: Option<Vec<u8>>,
 }
 
 /// A stored snapshot of the service.
@@ -380,6 +391,11 @@ impl Store {
                 next_round: get_u64("scabc_next_round")?.unwrap_or(0),
                 height: get_u64("scabc_height")?.unwrap_or(0),
             },
+            oabc_fence: get_u64(FenceSpace::OabcEpochs.key())?,
+            ordering: meta
+                .get("ordering_point")
+                .map_err(|e| self.io(e))?
+                .map(|value| value.value().to_vec()),
         })
     }
 
@@ -431,6 +447,10 @@ impl Store {
                 )
                 .map_err(|e| self.io(e))?;
                 meta.insert("scabc_height", point.height.to_be_bytes().as_slice())
+                    .map_err(|e| self.io(e))?;
+            }
+            if let Some(point) = commit.ordering {
+                meta.insert("ordering_point", point)
                     .map_err(|e| self.io(e))?;
             }
             if let Some(snapshot) = commit.snapshot {
@@ -795,6 +815,7 @@ mod tests {
                     log_digest: [9; 32],
                     snapshot: None,
                     scabc: None,
+                    ordering: Some(b"point one"),
                 })
                 .unwrap();
             store
@@ -811,10 +832,12 @@ mod tests {
                         next_round: 3,
                         height: 4,
                     }),
+                    ordering: Some(b"point two"),
                 })
                 .unwrap();
             store.set_fence(5).unwrap();
             store.set_fence_of(FenceSpace::ScabcShares, 12).unwrap();
+            store.set_fence_of(FenceSpace::OabcEpochs, 3).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let state = store.state().unwrap();
@@ -831,6 +854,8 @@ mod tests {
                     next_round: 3,
                     height: 4,
                 },
+                oabc_fence: Some(3),
+                ordering: Some(b"point two".to_vec()),
             }
         );
         let records = store.rounds(0, 10, usize::MAX).unwrap();
@@ -881,6 +906,7 @@ mod tests {
                     log_digest: [0; 32],
                     snapshot: None,
                     scabc: None,
+                    ordering: None,
                 })
                 .unwrap();
             for (request, answer) in requests.into_iter().zip(answers) {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sintra_config::OrderingMode;
 use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{GroupKeys, GroupParameters, ServerKeys, deal_with_primes};
 use sintra_crypto::rsa::{Primes, generate_primes};
@@ -77,6 +78,8 @@ struct Cluster {
     services: ServiceFiles,
     /// The server that plays the test-only Byzantine replica, if any.
     byzantine: Option<u16>,
+    /// How the group orders requests.
+    ordering: OrderingMode,
 }
 
 impl Cluster {
@@ -110,6 +113,9 @@ impl Cluster {
                 checkpoint_rounds: 4,
                 request_timeout: Duration::from_secs(20),
                 byzantine: self.byzantine == Some(i),
+                ordering: self.ordering,
+                patience: Duration::from_millis(300),
+                checkpoint_batches: 8,
                 ..Tunables::default()
             },
             services: self.services.clone(),
@@ -129,6 +135,7 @@ impl Cluster {
             nodes: (0..N).map(|_| None).collect(),
             services,
             byzantine,
+            ordering: OrderingMode::Randomized,
         };
         for &i in which {
             cluster.restart(i).await;
@@ -1466,5 +1473,93 @@ async fn local_directory_lookups_verify_under_the_service_key() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let after = directory::verify_local_lookup(&body, &keys().group.service).expect("verifies");
     assert_eq!((after.state, after.entry), (before.state, before.entry));
+    cluster.shutdown().await;
+}
+
+/// The optimistic ordering end to end: answers verify and logs agree; a server stopped and
+/// restarted resumes from its stored point and catches up; with the epoch's leader stopped,
+/// complaints close the epoch through the recovery and the next leader orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_optimistic_ordering_survives_restarts_and_a_stopped_leader() {
+    logs();
+    let mut cluster = Cluster {
+        links: (0..N).map(|_| free_addr()).collect(),
+        dirs: (0..N).map(|_| TempDir::new().expect("tempdir")).collect(),
+        nodes: (0..N).map(|_| None).collect(),
+        services: ServiceFiles::default(),
+        byzantine: None,
+        ordering: OrderingMode::Optimistic,
+    };
+    for i in 1..=N {
+        cluster.restart(i).await;
+    }
+    for i in 0..8u16 {
+        put(&cluster, 1 + i % N, &format!("first{i}"), "a").await;
+    }
+    let height = cluster.settle(&[1, 2, 3, 4], 8).await;
+    cluster.assert_same_logs(&[1, 2, 3, 4], height);
+
+    // Server 4 stops; the others go on without it; it restarts from its stored point and gets
+    // the batches it missed from the others' commit certificates and fetches.
+    cluster.stop(4).await;
+    for i in 0..12u16 {
+        put(&cluster, 1 + i % 3, &format!("without4-{i}"), "b").await;
+    }
+    let height = cluster.settle(&[1, 2, 3], 20).await;
+    cluster.restart(4).await;
+    put(&cluster, 4, "at4", "c").await;
+    let height = cluster.settle(&[1, 2, 3, 4], height + 1).await;
+    cluster.assert_same_logs(&[1, 2, 3, 4], height);
+
+    // The epoch's leader ((epoch mod 4) + 1) stops: it orders nothing more. Its drain
+    // complains, and so do the others when their patience runs out; the recovery closes the
+    // epoch and the next leader orders.
+    let epoch = |cluster: &Cluster, i: u16| {
+        cluster
+            .node(i)
+            .metrics()
+            .epoch
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = epoch(&cluster, 2);
+    let leader = u16::try_from(before % u64::from(N)).expect("small") + 1;
+    let others: Vec<u16> = (1..=N).filter(|i| *i != leader).collect();
+    cluster.stop(leader).await;
+    let started = Instant::now();
+    for i in 0..6u16 {
+        put(
+            &cluster,
+            others[usize::from(i % 3)],
+            &format!("leaderless{i}"),
+            "d",
+        )
+        .await;
+    }
+    let height = cluster.settle(&others, height + 6).await;
+    cluster.assert_same_logs(&others, height);
+    let suspicions: u64 = others
+        .iter()
+        .map(|&i| {
+            cluster
+                .node(i)
+                .metrics()
+                .suspicions
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .sum();
+    for &i in &others {
+        assert!(
+            epoch(&cluster, i) > before,
+            "server {i} left epoch {before}"
+        );
+    }
+    println!(
+        "leader {leader} of epoch {before} stopped: 6 requests answered in {} ms ({suspicions} \
+         patience complaints)",
+        started.elapsed().as_millis()
+    );
+    // (Not here: the stopped leader's restart. Its stored point is in the epoch that closed
+    // without a request in its recovery, so it resumes there and does not catch up — a known
+    // defect, docs/node.md "Optimistic ordering".)
     cluster.shutdown().await;
 }
