@@ -308,7 +308,6 @@ impl Node {
             replayed_from = snapshot.height;
             signed_state = restored_directory_state(&store, &group, &service, &snapshot);
         }
-        let mut position = replayed_from;
         // The time of the last log entry (the directory's state statements carry it).
         let last_entry_time_ms = match stored.height.checked_sub(1) {
             Some(last) => store
@@ -317,26 +316,16 @@ impl Node {
                 .map_or(0, |e| e.time_ms),
             None => 0,
         };
-        while position < stored.height {
-            let entries = store.log(position, (position + REPLAY_CHUNK).min(stored.height))?;
-            if entries.is_empty() {
-                return Err(NodeError::Service(format!(
-                    "the log has no entry at position {position} below its height {}",
-                    stored.height
-                )));
-            }
-            for entry in entries {
-                service.execute(
-                    &ExecutionContext {
-                        position: entry.position,
-                        round: entry.round,
-                        time_ms: entry.time_ms,
-                    },
-                    &entry.request,
-                );
-                position = entry.position + 1;
-            }
-        }
+        for_each_entry(&store, replayed_from, stored.height, |entry| {
+            service.execute(
+                &ExecutionContext {
+                    position: entry.position,
+                    round: entry.round,
+                    time_ms: entry.time_ms,
+                },
+                &entry.request,
+            );
+        })?;
         let abc_config = tunables.abc.clamped();
         let oabc_instance = InstanceId::root("sintra")
             .and_then(|root| root.child("oabc"))
@@ -702,6 +691,30 @@ impl Node {
     }
 }
 
+/// Reads the log's entries at positions `from..to`, in chunks of [`REPLAY_CHUNK`]; an error
+/// when one is missing.
+fn for_each_entry(
+    store: &Store,
+    from: u64,
+    to: u64,
+    mut each: impl FnMut(LogEntry),
+) -> Result<(), NodeError> {
+    let mut position = from;
+    while position < to {
+        let entries = store.log(position, (position + REPLAY_CHUNK).min(to))?;
+        if entries.is_empty() {
+            return Err(NodeError::Service(format!(
+                "the log has no entry at position {position} below {to}"
+            )));
+        }
+        for entry in entries {
+            position = entry.position + 1;
+            each(entry);
+        }
+    }
+    Ok(())
+}
+
 /// The optimistic ordering where this server left it: at the stored point (an empty store: at
 /// the start), with the deduplication window of the requests before the point.
 fn resume_optimistic(
@@ -737,21 +750,12 @@ fn resume_optimistic(
     // between them are delivered again and skipped; the window covers those before the point.
     let from = point.positions.saturating_sub(oabc::DEDUP_POSITIONS as u64);
     let mut recent = Vec::new();
-    let mut position = from;
-    while position < point.positions {
-        let entries = store.log(position, (position + REPLAY_CHUNK).min(point.positions))?;
-        let Some(last) = entries.last() else {
-            return Err(NodeError::Service(format!(
-                "the log has no entry at position {position} below the ordering point"
-            )));
-        };
-        position = last.position + 1;
-        recent.extend(
-            entries
-                .iter()
-                .map(|entry| sintra_protocols::abc::request_digest(instance, &entry.request)),
-        );
-    }
+    for_each_entry(store, from, point.positions, |entry| {
+        recent.push(sintra_protocols::abc::request_digest(
+            instance,
+            &entry.request,
+        ));
+    })?;
     info!(
         epoch = point.epoch,
         seq = point.seq,

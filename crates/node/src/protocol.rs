@@ -599,7 +599,7 @@ impl ProtocolTask {
     /// honest server must wait for it so that a leader who leaves it out is complained about
     /// by all of them.
     async fn forward(&mut self, request: &[u8]) -> bool {
-        let silent = match &self.orderer {
+        let to_all = match &self.orderer {
             Orderer::Randomized(abc) => self
                 .silent_through
                 .is_some_and(|fence| abc.round() <= fence),
@@ -607,7 +607,7 @@ impl ProtocolTask {
         };
         let n = self.party.servers();
         let me = self.party.id.get();
-        let targets: Vec<Target> = if silent {
+        let targets: Vec<Target> = if to_all {
             vec![Target::All]
         } else {
             (1..n)
@@ -843,6 +843,21 @@ impl ProtocolTask {
         round_of(self.scabc.abc().instance(), message).map(|round| (FenceSpace::ScabcRounds, round))
     }
 
+    /// Whether a message of `round` (an epoch for [`FenceSpace::OabcEpochs`]) in `space` stays
+    /// here: behind the restart fence, or, while draining, beyond the last round this server
+    /// may still join.
+    fn withheld(&self, space: FenceSpace, round: u64) -> bool {
+        if space == FenceSpace::OabcEpochs {
+            return matches!(&self.orderer, Orderer::Optimistic(optimistic)
+                if optimistic.silent_through.is_some_and(|fence| round <= fence));
+        }
+        self.round_spaces().iter().any(|fenced| {
+            fenced.space == space
+                && (fenced.silent_through.is_some_and(|fence| round <= fence)
+                    || fenced.abc.drain_through().is_some_and(|last| round > last))
+        })
+    }
+
     async fn send_messages(&mut self, messages: Vec<Outgoing>, faults: &[Fault]) -> bool {
         for fault in faults {
             self.metrics.fault(fault.server, fault_name(fault.kind));
@@ -854,16 +869,7 @@ impl ProtocolTask {
             // Silent behind the fence; and while draining, beyond the last round this server
             // may still join (what it would say there — an echo, a vote — is not needed to
             // finish the rounds under way, and saying nothing there leaves it unfenced there).
-            let silent = fenced.is_some_and(|(fenced_space, round)| {
-                self.round_spaces().iter().any(|space| {
-                    space.space == fenced_space
-                        && (space.silent_through.is_some_and(|fence| round <= fence)
-                            || space.abc.drain_through().is_some_and(|last| round > last))
-                }) || (fenced_space == FenceSpace::OabcEpochs
-                    && matches!(&self.orderer, Orderer::Optimistic(optimistic)
-                        if optimistic.silent_through.is_some_and(|fence| round <= fence)))
-            });
-            if silent {
+            if fenced.is_some_and(|(space, round)| self.withheld(space, round)) {
                 self.metrics.fenced_messages.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

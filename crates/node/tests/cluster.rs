@@ -129,13 +129,23 @@ impl Cluster {
 
     /// Starts servers `which` of a fresh group serving `services`, `byzantine` misbehaving.
     async fn start_with(which: &[u16], services: ServiceFiles, byzantine: Option<u16>) -> Self {
+        Self::start_ordered(which, services, byzantine, OrderingMode::Randomized).await
+    }
+
+    /// Starts servers `which` of a fresh group ordering requests by `ordering`.
+    async fn start_ordered(
+        which: &[u16],
+        services: ServiceFiles,
+        byzantine: Option<u16>,
+        ordering: OrderingMode,
+    ) -> Self {
         let mut cluster = Self {
             links: (0..N).map(|_| free_addr()).collect(),
             dirs: (0..N).map(|_| TempDir::new().expect("tempdir")).collect(),
             nodes: (0..N).map(|_| None).collect(),
             services,
             byzantine,
-            ordering: OrderingMode::Randomized,
+            ordering,
         };
         for &i in which {
             cluster.restart(i).await;
@@ -1482,17 +1492,13 @@ async fn local_directory_lookups_verify_under_the_service_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_optimistic_ordering_survives_restarts_and_a_stopped_leader() {
     logs();
-    let mut cluster = Cluster {
-        links: (0..N).map(|_| free_addr()).collect(),
-        dirs: (0..N).map(|_| TempDir::new().expect("tempdir")).collect(),
-        nodes: (0..N).map(|_| None).collect(),
-        services: ServiceFiles::default(),
-        byzantine: None,
-        ordering: OrderingMode::Optimistic,
-    };
-    for i in 1..=N {
-        cluster.restart(i).await;
-    }
+    let mut cluster = Cluster::start_ordered(
+        &[1, 2, 3, 4],
+        ServiceFiles::default(),
+        None,
+        OrderingMode::Optimistic,
+    )
+    .await;
     for i in 0..8u16 {
         put(&cluster, 1 + i % N, &format!("first{i}"), "a").await;
     }

@@ -254,12 +254,7 @@ pub struct Oabc {
 impl Oabc {
     /// An instance named `instance` with the given limits.
     pub fn new(instance: InstanceId, config: OabcConfig) -> Self {
-        let abc_config = AbcConfig {
-            // Room for the tag byte this instance puts before every request it submits.
-            request_bytes_max: config.abc.request_bytes_max.saturating_add(1),
-            ..config.abc
-        }
-        .clamped();
+        let abc_config = recovery_config(&config.abc);
         let abc_id = instance
             .child(ABC_LABEL)
             .unwrap_or_else(|| instance.clone());
@@ -310,7 +305,7 @@ impl Oabc {
         let mut oabc = Self::new(instance, config);
         oabc.abc = Abc::resume(
             oabc.abc.instance().clone(),
-            oabc.abc_config(),
+            recovery_config(&oabc.config.abc),
             point.recovery_round,
             point.recovery_height,
             std::iter::empty(),
@@ -375,15 +370,6 @@ impl Oabc {
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
         self.abc.set_draining(draining);
-    }
-
-    /// The recovery broadcast's configuration (the request limit one byte larger for the tag).
-    fn abc_config(&self) -> AbcConfig {
-        AbcConfig {
-            request_bytes_max: self.config.abc.request_bytes_max.saturating_add(1),
-            ..self.config.abc
-        }
-        .clamped()
     }
 
     /// Takes a request from a client; it waits until delivered. A request already pending or
@@ -1451,6 +1437,16 @@ impl Oabc {
         self.epoch += 1;
         self.ensure_epochs();
     }
+}
+
+/// The recovery broadcast's configuration: room in each request for the tag byte this instance
+/// puts before everything it submits.
+fn recovery_config(abc: &AbcConfig) -> AbcConfig {
+    AbcConfig {
+        request_bytes_max: abc.request_bytes_max.saturating_add(1),
+        ..*abc
+    }
+    .clamped()
 }
 
 /// Server `(epoch mod n) + 1` (`None` only for an empty group).
