@@ -22,7 +22,8 @@
 //!   Every peer's checkpoint share also tells where it stands; while `t + 1` peers are ahead,
 //!   or fewer than `t + 1` answered its `Hello`, a server asks again every [`HELLO_RETRY`]. `Hello`, `Status`, `FetchRounds` and `Rounds` travel in the links'
 //!   control lane, ahead of any backlog of protocol messages to a peer that was down.
-//!   While a certificate shows this server at least `ROUNDS_RETAINED` rounds behind, it is
+//!   While a certificate shows this server at least `rounds_retained` rounds behind (what the
+//!   ordering keeps for late servers), it is
 //!   *catching up* ([`Metrics::catching_up`]): its gateway refuses clients at once (`503`), so
 //!   that they ask another server instead of waiting for an answer it cannot give yet.
 
@@ -207,6 +208,10 @@ pub(crate) struct Coordinator {
     pub signer: std::sync::mpsc::SyncSender<SignJob>,
     pub shutdown: watch::Receiver<bool>,
     pub executed_next: u64,
+    /// Rounds of the log the ordering itself brings back to a late server (atomic broadcast's
+    /// `ROUNDS_RETAINED`; the optimistic ordering's `BATCHES_RETAINED`): a server further
+    /// behind needs a state transfer and is *catching up*.
+    pub rounds_retained: u64,
     pub certificate: Option<CheckpointCertificate>,
     /// The latest signed directory state, read by the gateway's local lookups.
     pub directory_state: watch::Sender<Option<Arc<SignedState>>>,
@@ -363,10 +368,7 @@ impl Coordinator {
     /// gateway ([`Metrics::catching_up`]).
     fn update_catching_up(&self, state: &State) {
         let behind = state.best_certificate.as_ref().is_some_and(|best| {
-            best.statement.round + 1
-                >= self
-                    .executed_next
-                    .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED)
+            best.statement.round + 1 >= self.executed_next.saturating_add(self.rounds_retained)
         });
         let was = self.metrics.catching_up.swap(behind, Ordering::Relaxed);
         if was != behind {
@@ -436,10 +438,7 @@ impl Coordinator {
         // Behind when `t + 1` peers (at least one honest) say they are beyond the rounds atomic
         // broadcast keeps in its window here: their messages are being dropped as too early.
         let behind = self.peers_reached(state).is_some_and(|round| {
-            round
-                >= self
-                    .executed_next
-                    .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED / 2)
+            round >= self.executed_next.saturating_add(self.rounds_retained / 2)
         });
         // Or not told yet: fewer than `t + 1` peers answered the last `Hello` (a peer that was
         // reconnecting, or restarting itself, may have lost it or its answer).
@@ -1215,11 +1214,7 @@ impl Coordinator {
                 let claimed = statement.round.saturating_add(1);
                 let known = state.peer_rounds.entry(from).or_insert(claimed);
                 *known = (*known).max(claimed);
-                if statement.round
-                    >= self
-                        .executed_next
-                        .saturating_add(sintra_protocols::abc::ROUNDS_RETAINED)
-                {
+                if statement.round >= self.executed_next.saturating_add(self.rounds_retained) {
                     // The peer is far ahead: find out where the group stands.
                     self.say_hello(state);
                 }
@@ -1397,10 +1392,10 @@ impl Coordinator {
         {
             state.best_certificate = Some(certificate.clone());
         }
-        // A certificate only `ROUNDS_RETAINED` rounds ahead is left to atomic broadcast's own
+        // A certificate only `rounds_retained / 2` rounds ahead is left to the ordering's own
         // catch-up, which is cheaper; further ones need the log.
         let gap = certificate.statement.round + 1 - self.executed_next;
-        if state.transfer.is_none() && gap >= sintra_protocols::abc::ROUNDS_RETAINED / 2 {
+        if state.transfer.is_none() && gap >= self.rounds_retained / 2 {
             self.start_transfer(state, certificate, BTreeSet::new());
         }
     }

@@ -31,7 +31,7 @@ use crate::message::{Item, NodeMessage, STATE_ITEM};
 use crate::metrics::Metrics;
 use crate::protocol::ResumePoint;
 use crate::signer::{SignJob, on_duty};
-use crate::store::{RoundCommit, RoundRecord, ScabcPoint, Store};
+use crate::store::{OrderingRecord, RoundCommit, RoundRecord, ScabcPoint, Store};
 
 /// Delivered rounds (or transfers) waiting for the executor.
 pub(crate) const EXECUTION_QUEUE_MAX: usize = 256;
@@ -48,9 +48,8 @@ pub(crate) enum ExecInput {
         /// Where secure causal atomic broadcast stood when the round was reported (stored
         /// with the round: where it resumes after a restart).
         scabc: ScabcPoint,
-        /// Optimistic ordering: the encoded point its instance resumes from after this round
-        /// (stored with the round).
-        ordering: Option<Vec<u8>>,
+        /// Optimistic ordering: what it records with the round.
+        ordering: Option<OrderingRecord>,
     },
     /// Rounds fetched from `peer`, to be checked against `certificate` and applied.
     Transfer {
@@ -137,7 +136,7 @@ impl Executor {
         time_ms: u64,
         requests: Vec<Vec<u8>>,
         scabc: ScabcPoint,
-        ordering: Option<Vec<u8>>,
+        ordering: Option<OrderingRecord>,
     ) -> Result<(), String> {
         if round < self.next_round {
             // Applied already by a state transfer.
@@ -163,7 +162,7 @@ impl Executor {
             requests,
             true,
             Some(scabc),
-            ordering.as_deref(),
+            ordering.as_ref(),
         )
         .map(|_| ())
     }
@@ -176,7 +175,7 @@ impl Executor {
         requests: Vec<Vec<u8>>,
         sign: bool,
         scabc: Option<ScabcPoint>,
-        ordering: Option<&[u8]>,
+        ordering: Option<&OrderingRecord>,
     ) -> Result<Option<[u8; 32]>, String> {
         let first = self.height;
         let mut answers = Vec::with_capacity(requests.len());

@@ -351,6 +351,7 @@ impl Node {
                     sent: None,
                     patience: tunables.patience,
                     waiting_since: None,
+                    closed_epochs: stored.ordering_epoch,
                 };
                 (
                     protocol::Orderer::Optimistic(Box::new(optimistic)),
@@ -529,6 +530,10 @@ impl Node {
                 .map_err(|error| NodeError::Config(error.to_string()))?,
         );
         let coordinator = coordinator::Coordinator {
+            rounds_retained: match tunables.ordering {
+                OrderingMode::Randomized => sintra_protocols::abc::ROUNDS_RETAINED,
+                OrderingMode::Optimistic => oabc::BATCHES_RETAINED,
+            },
             me: id,
             group: group.clone(),
             instance,

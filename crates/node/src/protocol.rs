@@ -55,7 +55,7 @@ use crate::coordinator::{Answered, Register};
 use crate::executor::ExecInput;
 use crate::message::NodeMessage;
 use crate::metrics::Metrics;
-use crate::store::{FenceSpace, ScabcPoint, Store};
+use crate::store::{FenceSpace, OrderingRecord, ScabcPoint, Store};
 
 /// A client request on its way to atomic broadcast.
 #[derive(Debug)]
@@ -168,6 +168,10 @@ pub(crate) struct Optimistic {
     pub patience: Duration,
     /// Since when requests have been waiting without a delivery.
     pub waiting_since: Option<Instant>,
+    /// Epochs whose close is reported as a round of the log (a round of its own, empty, the
+    /// same at every server; stored with every round, so that a restart never reports a close
+    /// twice).
+    pub closed_epochs: u64,
 }
 
 pub(crate) struct ProtocolTask {
@@ -956,19 +960,41 @@ impl ProtocolTask {
     }
 
     /// Hands what the optimistic ordering delivered to the executor, one round of the log per
-    /// batch (or per closed epoch's recovery segment and time), the same cut at every server.
-    /// Positions already in the log (delivered again after a restart or a state transfer) are
-    /// skipped. The last round carries the ordering's point, stored with it (where a restart
-    /// resumes).
+    /// batch (or per closed epoch's recovery segment and time), and one empty round when an
+    /// epoch closes: the same cut at every server. Positions already in the log (delivered
+    /// again after a restart or a state transfer) are skipped. The last round carries the
+    /// ordering's point, stored with it (where a restart resumes).
     async fn report_batches(&mut self, outputs: Vec<oabc::Delivered>) -> bool {
         let Orderer::Optimistic(optimistic) = &mut self.orderer else {
             return true;
         };
-        let fresh: Vec<oabc::Delivered> = outputs
-            .into_iter()
-            .filter(|delivered| delivered.position >= self.positions)
-            .collect();
-        if fresh.is_empty() {
+        let epoch_now = optimistic.oabc.epoch();
+        let mut closed = optimistic.closed_epochs;
+        // (time, requests) per round; `None` for an epoch's close.
+        let mut rounds: Vec<Option<(u64, Vec<Vec<u8>>)>> = Vec::new();
+        let mut last_key = None;
+        for delivered in outputs {
+            if delivered.position < self.positions {
+                continue;
+            }
+            while closed < delivered.epoch {
+                rounds.push(None);
+                closed += 1;
+            }
+            let key = (delivered.epoch, delivered.seq, delivered.time_ms);
+            match rounds.last_mut() {
+                Some(Some((_, requests))) if last_key == Some(key) => {
+                    requests.push(delivered.request)
+                }
+                _ => rounds.push(Some((delivered.time_ms, vec![delivered.request]))),
+            }
+            last_key = Some(key);
+        }
+        while closed < epoch_now {
+            rounds.push(None);
+            closed += 1;
+        }
+        if rounds.is_empty() {
             return true;
         }
         // Something was delivered: patience starts over.
@@ -978,20 +1004,15 @@ impl ProtocolTask {
             next_round: self.scabc.abc().round(),
             height: self.scabc.abc().delivered_count(),
         };
-        let mut units: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
-        let mut last_key = None;
-        for delivered in fresh {
-            let key = (delivered.epoch, delivered.seq, delivered.time_ms);
-            if last_key != Some(key) {
-                units.push((delivered.time_ms, Vec::new()));
-                last_key = Some(key);
-            }
-            if let Some((_, requests)) = units.last_mut() {
-                requests.push(delivered.request);
-            }
-        }
-        let count = units.len();
-        for (index, (time_ms, requests)) in units.into_iter().enumerate() {
+        let count = rounds.len();
+        for (index, round) in rounds.into_iter().enumerate() {
+            let (time_ms, requests) = match round {
+                Some(round) => round,
+                None => {
+                    optimistic.closed_epochs += 1;
+                    (0, Vec::new())
+                }
+            };
             let first = self.positions;
             self.positions += requests.len() as u64;
             let input = ExecInput::Round {
@@ -1000,7 +1021,10 @@ impl ProtocolTask {
                 time_ms,
                 requests,
                 scabc,
-                ordering: (index + 1 == count).then(|| point.clone()),
+                ordering: Some(OrderingRecord {
+                    epoch: optimistic.closed_epochs,
+                    point: (index + 1 == count).then(|| point.clone()),
+                }),
             };
             self.reported_round += 1;
             if self.execution.send(input).await.is_err() {

@@ -152,9 +152,19 @@ pub struct RoundCommit<'a> {
     /// Where secure causal atomic broadcast stood when the round was reported (`None`: leave
     /// the stored point as it is).
     pub scabc: Option<ScabcPoint>,
-    /// Optimistic ordering: the encoded point its instance resumes from after this round
-    /// (`None`: leave the stored one as it is).
-    pub ordering: Option<&'a [u8]>,
+    /// Optimistic ordering: what it records with the round (`None`: leave the stored record
+    /// as it is).
+    pub ordering: Option<&'a OrderingRecord>,
+}
+
+/// What the optimistic ordering records with a round of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderingRecord {
+    /// Epochs whose close is in the log up to this round (each close is a round of its own).
+    pub epoch: u64,
+    /// The encoded point its instance resumes from, recorded with the last round of each step
+    /// (`None`: the stored one stays).
+    pub point: Option<Vec<u8>>,
 }
 
 /// Where this server's secure causal atomic broadcast stands: the round of its atomic broadcast
@@ -213,6 +223,8 @@ pub struct StoredState {
     pub oabc_fence: Option<u64>,
     /// The encoded point the optimistic ordering resumes from (recorded with the rounds).
     pub ordering: Option<Vec<u8>>,
+    /// Epochs of the optimistic ordering whose close is in the log.
+    pub ordering_epoch: u64,
 }
 
 /// A stored snapshot of the service.
@@ -396,6 +408,7 @@ impl Store {
                 .get("ordering_point")
                 .map_err(|e| self.io(e))?
                 .map(|value| value.value().to_vec()),
+            ordering_epoch: get_u64("ordering_epoch")?.unwrap_or(0),
         })
     }
 
@@ -449,9 +462,13 @@ impl Store {
                 meta.insert("scabc_height", point.height.to_be_bytes().as_slice())
                     .map_err(|e| self.io(e))?;
             }
-            if let Some(point) = commit.ordering {
-                meta.insert("ordering_point", point)
+            if let Some(record) = commit.ordering {
+                meta.insert("ordering_epoch", record.epoch.to_be_bytes().as_slice())
                     .map_err(|e| self.io(e))?;
+                if let Some(point) = &record.point {
+                    meta.insert("ordering_point", point.as_slice())
+                        .map_err(|e| self.io(e))?;
+                }
             }
             if let Some(snapshot) = commit.snapshot {
                 let mut value = Vec::with_capacity(16 + snapshot.len());
@@ -815,7 +832,10 @@ mod tests {
                     log_digest: [9; 32],
                     snapshot: None,
                     scabc: None,
-                    ordering: Some(b"point one"),
+                    ordering: Some(&OrderingRecord {
+                        epoch: 1,
+                        point: Some(b"point one".to_vec()),
+                    }),
                 })
                 .unwrap();
             store
@@ -832,7 +852,10 @@ mod tests {
                         next_round: 3,
                         height: 4,
                     }),
-                    ordering: Some(b"point two"),
+                    ordering: Some(&OrderingRecord {
+                        epoch: 2,
+                        point: None,
+                    }),
                 })
                 .unwrap();
             store.set_fence(5).unwrap();
@@ -855,7 +878,8 @@ mod tests {
                     height: 4,
                 },
                 oabc_fence: Some(3),
-                ordering: Some(b"point two".to_vec()),
+                ordering: Some(b"point one".to_vec()),
+                ordering_epoch: 2,
             }
         );
         let records = store.rounds(0, 10, usize::MAX).unwrap();

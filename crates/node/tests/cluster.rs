@@ -1488,7 +1488,8 @@ async fn local_directory_lookups_verify_under_the_service_key() {
 
 /// The optimistic ordering end to end: answers verify and logs agree; a server stopped and
 /// restarted resumes from its stored point and catches up; with the epoch's leader stopped,
-/// complaints close the epoch through the recovery and the next leader orders.
+/// complaints close the epoch through the recovery and the next leader orders; the old leader,
+/// restarted, catches up past the epoch that closed while it was away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_optimistic_ordering_survives_restarts_and_a_stopped_leader() {
     logs();
@@ -1513,6 +1514,7 @@ async fn the_optimistic_ordering_survives_restarts_and_a_stopped_leader() {
     }
     let height = cluster.settle(&[1, 2, 3], 20).await;
     cluster.restart(4).await;
+    // It serves clients at once: a gap the ordering's fetches close is not "catching up".
     put(&cluster, 4, "at4", "c").await;
     let height = cluster.settle(&[1, 2, 3, 4], height + 1).await;
     cluster.assert_same_logs(&[1, 2, 3, 4], height);
@@ -1564,8 +1566,18 @@ async fn the_optimistic_ordering_survives_restarts_and_a_stopped_leader() {
          patience complaints)",
         started.elapsed().as_millis()
     );
-    // (Not here: the stopped leader's restart. Its stored point is in the epoch that closed
-    // without a request in its recovery, so it resumes there and does not catch up — a known
-    // defect, docs/node.md "Optimistic ordering".)
+    // The old leader comes back: silent in the epochs it spoke in, it learns how its epoch
+    // closed from the others' recovery decisions, and the group goes on with all four.
+    cluster.restart(leader).await;
+    put(&cluster, leader, "leader-back", "e").await;
+    for i in 0..4u16 {
+        put(&cluster, 1 + i % N, &format!("all{i}"), "e").await;
+    }
+    let height = cluster.settle(&[1, 2, 3, 4], height + 5).await;
+    cluster.assert_same_logs(&[1, 2, 3, 4], height);
+    assert!(
+        epoch(&cluster, leader) > before,
+        "the old leader left epoch {before}"
+    );
     cluster.shutdown().await;
 }

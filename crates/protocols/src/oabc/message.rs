@@ -284,6 +284,22 @@ impl Decode for Message {
     }
 }
 
+impl Message {
+    /// The epoch it is about.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Self::Order { epoch, .. }
+            | Self::Prepare { epoch, .. }
+            | Self::Commit { epoch, .. }
+            | Self::Committed { epoch, .. }
+            | Self::Complain { epoch }
+            | Self::Fetch { epoch, .. }
+            | Self::Batch { epoch, .. } => *epoch,
+            Self::Report(report) => report.epoch,
+        }
+    }
+}
+
 impl Report {
     /// The reporter.
     pub fn reporter(&self) -> ServerId {

@@ -249,6 +249,8 @@ pub struct Oabc {
     replaying: bool,
     /// Draining: orders no new batch as leader.
     draining: bool,
+    /// The highest epoch a peer's message was about (see [`Oabc::catch_up`]).
+    epoch_seen: u64,
 }
 
 impl Oabc {
@@ -281,6 +283,7 @@ impl Oabc {
             recovery_resume: (0, 0, Vec::new()),
             replaying: false,
             draining: false,
+            epoch_seen: 0,
             instance,
         };
         oabc.ensure_epochs();
@@ -538,6 +541,7 @@ impl Oabc {
         body: &Message,
         step: &mut Step<Delivered>,
     ) {
+        self.epoch_seen = self.epoch_seen.max(body.epoch());
         match body {
             Message::Order { epoch, seq, batch } => {
                 self.on_order(party, from, *epoch, *seq, batch, step)
@@ -905,8 +909,23 @@ impl Oabc {
         self.abc_reports.clear();
     }
 
+    /// A peer spoke of a later epoch: the others closed this server's epoch through the
+    /// recovery broadcast, whose rounds it may have missed (down at the time, or restarted
+    /// since). It asks for their decisions, round after round (once per round), until its own
+    /// epoch catches up. (A faulty peer naming a far epoch costs one request per recovery
+    /// round.)
+    fn catch_up(&mut self, party: &mut Party, step: &mut Step<Delivered>) {
+        if self.epoch_seen <= self.epoch || !self.closed.is_empty() {
+            return;
+        }
+        let child = self.abc.catch_up_to(party, self.abc.round());
+        let delivered = step.absorb(child);
+        self.on_abc_delivered(party, delivered, step);
+    }
+
     /// Everything that may have become possible.
     fn progress(&mut self, party: &mut Party, step: &mut Step<Delivered>) {
+        self.catch_up(party, step);
         loop {
             // Deliver closed epochs, in order.
             if let Some(closed) = self.closed.front() {

@@ -713,3 +713,56 @@ fn a_server_restarted_from_its_point_delivers_the_same_order() {
         "some restart ran the recovery again from a marker"
     );
 }
+
+#[test]
+fn a_server_away_while_an_epoch_closed_catches_up_through_the_recovery_decisions() {
+    for seed in 100..104u64 {
+        let mut net = network(4, seed, &[]);
+        let away = id(4);
+        let first: Vec<Vec<u8>> = (0..12).map(request).collect();
+        submit_everywhere(&mut net, &first);
+        net.run();
+        let point = net.nodes[away.slot()].point();
+        let delivered = net.outputs.get(&away).cloned().unwrap_or_default();
+        // Server 4 is down: nothing reaches it while servers 1 to 3 close epoch 0 through the
+        // recovery (they all complain) and go on in epoch 1.
+        net.lose = Some(Box::new(move |_, to, _| to == away));
+        for server in [id(1), id(2), id(3)] {
+            net.call(server, |node, party| node.suspect(party));
+        }
+        let second: Vec<Vec<u8>> = (100..112).map(request).collect();
+        for server in [id(1), id(2), id(3)] {
+            for request in &second {
+                net.call(server, |node, party| {
+                    node.submit(party, request.clone()).expect("accepted")
+                });
+            }
+        }
+        net.run();
+        assert!(net.nodes[0].epoch() >= 1, "epoch 0 closed without server 4");
+        // It restarts from its point in epoch 0 and hears from the others again; clients
+        // resubmit to it. Only new traffic of epoch 1 tells it the others moved on.
+        let recent: Vec<Digest> = delivered
+            .iter()
+            .map(|d| abc::request_digest(&instance(), &d.request))
+            .collect();
+        net.nodes[away.slot()] = Oabc::resume(instance(), config(), &point, recent);
+        net.lose = Some(Box::new(move |from, _, message| {
+            from == away && fenced(message, 0, None)
+        }));
+        let third: Vec<Vec<u8>> = (200..206).map(request).collect();
+        submit_everywhere(&mut net, &third);
+        submit_everywhere(&mut net, &second);
+        run_with_patience(&mut net, 10);
+        let expected: BTreeSet<Vec<u8>> =
+            first.iter().chain(&second).chain(&third).cloned().collect();
+        let order = assert_total_order(&net, &expected);
+        assert!(net.nodes[away.slot()].epoch() >= 1, "server 4 left epoch 0");
+        println!(
+            "seed {seed}: server 4 restarted at epoch 0 position {}; {} delivered, now in epoch {}",
+            point.positions,
+            order.len(),
+            net.nodes[away.slot()].epoch()
+        );
+    }
+}
