@@ -405,6 +405,10 @@ pub struct Tunables {
     /// (default 64; at least 1, at most 256 so that the batches after the last certificate can
     /// always be fetched inside the ordering).
     pub checkpoint_batches: u64,
+    /// Optimistic ordering: the leader sends a batch that is not full at most once per this
+    /// many milliseconds (default 50; at most 1000), so that every batch — each a round of the
+    /// log with its own answer signature — carries what came in meanwhile.
+    pub batch_interval_ms: u64,
 }
 
 /// How a group orders requests (see [`Tunables::ordering`]).
@@ -428,6 +432,7 @@ impl Default for Tunables {
             ordering: OrderingMode::Randomized,
             patience_ms: 1000,
             checkpoint_batches: 64,
+            batch_interval_ms: 50,
         }
     }
 }
@@ -449,6 +454,9 @@ impl Tunables {
         }
         if self.patience_ms < 10 {
             return Err("tunables.patience_ms must be at least 10".into());
+        }
+        if self.batch_interval_ms > 1000 {
+            return Err("tunables.batch_interval_ms must be at most 1000".into());
         }
         if !(1..=256).contains(&self.checkpoint_batches) {
             return Err("tunables.checkpoint_batches must be between 1 and 256".into());

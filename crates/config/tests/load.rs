@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sintra_config::{
-    ConfigError, GroupFile, SecretsFile, ServerConfig, ServerEntry, Tunables, load_server,
+    ConfigError, GroupFile, OrderingMode, SecretsFile, ServerConfig, ServerEntry, Tunables,
+    load_server,
 };
 use sintra_crypto::ServerId;
 use sintra_crypto::dealer::{GroupKeys, GroupParameters, ServerKeys, deal_with_primes};
@@ -104,6 +105,13 @@ fn a_consistent_server_loads_with_paths_resolved_and_default_tunables() {
     let path = write(dir.path(), &texts().0, None, &with_tunables);
     let config = ServerConfig::load(&path).unwrap();
     assert_eq!(config.tunables.checkpoint_rounds, 9);
+    assert_eq!(config.tunables.ordering, OrderingMode::Randomized);
+    let optimistic = format!("{CONFIG}\n[tunables]\nordering = \"optimistic\"\n");
+    let path = write(dir.path(), &texts().0, None, &optimistic);
+    assert_eq!(
+        ServerConfig::load(&path).unwrap().tunables.ordering,
+        OrderingMode::Optimistic
+    );
     assert_eq!(
         config.tunables.batch_requests_max,
         Tunables::default().batch_requests_max
@@ -194,6 +202,26 @@ fn a_server_whose_files_disagree_is_refused() {
         &format!("{CONFIG}\n[tunables]\ncheckpoint_rounds = 0\n"),
     );
     refused(load_server(&path), "checkpoint_rounds must be at least 1");
+    for (setting, why) in [
+        ("patience_ms = 5", "patience_ms must be at least 10"),
+        (
+            "checkpoint_batches = 300",
+            "checkpoint_batches must be between 1 and 256",
+        ),
+        (
+            "batch_interval_ms = 5000",
+            "batch_interval_ms must be at most 1000",
+        ),
+        ("ordering = \"fast\"", "ordering"),
+    ] {
+        let path = write(
+            dir.path(),
+            group,
+            None,
+            &format!("{CONFIG}\n[tunables]\n{setting}\n"),
+        );
+        refused(load_server(&path), why);
+    }
     let path = write(
         dir.path(),
         group,

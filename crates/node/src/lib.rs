@@ -115,6 +115,9 @@ pub struct Tunables {
     /// Optimistic ordering: delivered batches between checkpoints (replaces
     /// `checkpoint_rounds`, since a batch is one round of the log).
     pub checkpoint_batches: u64,
+    /// Optimistic ordering: the leader sends a batch that is not full at most once per this
+    /// long.
+    pub batch_interval: Duration,
     /// Test-only (feature `byzantine`): this server signs wrong answer shares (and proves them
     /// as such when asked) and hands its clients altered answers, so that tests can show the
     /// others detect and name it and clients reject what it says.
@@ -148,6 +151,7 @@ impl Default for Tunables {
             ordering: OrderingMode::Randomized,
             patience: Duration::from_millis(1000),
             checkpoint_batches: 64,
+            batch_interval: Duration::from_millis(50),
             #[cfg(feature = "byzantine")]
             byzantine: false,
         }
@@ -344,7 +348,12 @@ impl Node {
                 (protocol::Orderer::Randomized(abc), instance.clone())
             }
             OrderingMode::Optimistic => {
-                let oabc = resume_optimistic(&store, &oabc_instance, abc_config, &stored)?;
+                let config = OabcConfig {
+                    abc: abc_config,
+                    batch_interval_ms: tunables.batch_interval.as_millis() as u64,
+                    ..OabcConfig::default()
+                };
+                let oabc = resume_optimistic(&store, &oabc_instance, config, &stored)?;
                 let optimistic = protocol::Optimistic {
                     oabc,
                     silent_through: stored.oabc_fence,
@@ -725,13 +734,9 @@ fn for_each_entry(
 fn resume_optimistic(
     store: &Store,
     instance: &InstanceId,
-    abc_config: AbcConfig,
+    config: OabcConfig,
     stored: &store::StoredState,
 ) -> Result<Oabc, NodeError> {
-    let config = OabcConfig {
-        abc: abc_config,
-        ..OabcConfig::default()
-    };
     let Some(bytes) = &stored.ordering else {
         if stored.height > 0 {
             return Err(NodeError::Service(
@@ -906,6 +911,7 @@ pub fn load_config(config_path: &Path) -> Result<NodeConfig, NodeError> {
             ordering: tunables.ordering,
             patience: Duration::from_millis(tunables.patience_ms),
             checkpoint_batches: tunables.checkpoint_batches,
+            batch_interval: Duration::from_millis(tunables.batch_interval_ms),
             ..Tunables::default()
         },
     })

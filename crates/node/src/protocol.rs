@@ -267,6 +267,7 @@ impl ProtocolTask {
                 break;
             }
             let patience_out = self.patience_deadline();
+            let order_due = self.order_deadline(now);
             tokio::select! {
                 biased;
                 changed = self.shutdown.changed() => {
@@ -282,6 +283,11 @@ impl ProtocolTask {
                 () = tokio::time::sleep(DRAIN_POLL), if self.draining => {}
                 () = sleep_until(patience_out), if patience_out.is_some() => {
                     if !self.suspect().await {
+                        break;
+                    }
+                }
+                () = sleep_until(order_due), if order_due.is_some() => {
+                    if !self.poll_ordering().await {
                         break;
                     }
                 }
@@ -414,6 +420,26 @@ impl ProtocolTask {
         }
         let since = *optimistic.waiting_since.get_or_insert_with(Instant::now);
         Some(since + optimistic.patience)
+    }
+
+    /// When the batch the leader's pacing holds back may go (optimistic ordering only); `now`
+    /// is the clock the ordering was last given.
+    fn order_deadline(&self, now: u64) -> Option<Instant> {
+        let Orderer::Optimistic(optimistic) = &self.orderer else {
+            return None;
+        };
+        let due = optimistic.oabc.next_order_at(&self.party)?;
+        Some(Instant::now() + Duration::from_millis(due.saturating_sub(now)))
+    }
+
+    /// The pacing's time is up: the held-back batch goes.
+    async fn poll_ordering(&mut self) -> bool {
+        let Orderer::Optimistic(optimistic) = &mut self.orderer else {
+            return true;
+        };
+        optimistic.oabc.set_time(unix_time_ms());
+        let step = optimistic.oabc.poll(&mut self.party);
+        self.handle_step(Stepped::Optimistic(step)).await
     }
 
     /// The patience ran out: complain about the leader.

@@ -79,6 +79,12 @@ pub struct OabcConfig {
     /// Requests held from the recovery broadcast per epoch, at most (later ones are dropped by
     /// every server alike; they stay pending at honest servers).
     pub held_max: usize,
+    /// Leader: a batch that is not full goes at most once per this many milliseconds of its
+    /// clock (full ones go at once, up to `pipeline_max`), so that under light load each batch
+    /// carries what came in meanwhile instead of one request — every batch costs the runtime a
+    /// round of its own. 0 (the default): no pacing. Liveness only: the others' patience must
+    /// be longer.
+    pub batch_interval_ms: u64,
 }
 
 impl Default for OabcConfig {
@@ -89,6 +95,7 @@ impl Default for OabcConfig {
             time_skew_ms: TIME_SKEW_MS,
             held_complain: HELD_COMPLAIN,
             held_max: HELD_MAX,
+            batch_interval_ms: 0,
         }
     }
 }
@@ -152,10 +159,12 @@ struct Epoch {
     stopped: bool,
     /// Reporters whose report this server submitted to the recovery.
     reports_submitted: BTreeSet<ServerId>,
-    /// Leader only: the next sequence number, the pending-queue cursor, the last batch time.
+    /// Leader only: the next sequence number, the pending-queue cursor, the last batch time,
+    /// and this server's clock when it last ordered a batch that was not full.
     next_seq: u64,
     cursor: u64,
     ordered_time: u64,
+    partial_at: Option<u64>,
 }
 
 impl Epoch {
@@ -181,6 +190,7 @@ impl Epoch {
             next_seq: 1,
             cursor: 0,
             ordered_time: 0,
+            partial_at: None,
         }
     }
 
@@ -366,6 +376,32 @@ impl Oabc {
             recovery_height: self.recovery_resume.1,
             reporters_before: self.recovery_resume.2.clone(),
         }
+    }
+
+    /// Leader: when (by this server's clock) the batch held back by the pacing
+    /// ([`OabcConfig::batch_interval_ms`]) may go; the runtime calls [`Oabc::poll`] then.
+    /// `None` when nothing is held back.
+    pub fn next_order_at(&self, party: &Party) -> Option<u64> {
+        let state = self.epochs.get(&self.epoch)?;
+        let due = state
+            .partial_at?
+            .saturating_add(self.config.batch_interval_ms);
+        let held = leader_of(self.epoch, party.servers()) == Some(party.id)
+            && self.closed.is_empty()
+            && !self.draining
+            && !state.stopped
+            && state.next_seq <= state.delivered + self.config.pipeline_max
+            && self.pending.has_after(state.cursor)
+            && self.time_ms < due;
+        held.then_some(due)
+    }
+
+    /// Does whatever became possible with the time set last ([`Oabc::set_time`]): a batch the
+    /// pacing held back goes.
+    pub fn poll(&mut self, party: &mut Party) -> Step<Delivered> {
+        let mut step = Step::new();
+        self.progress(party, &mut step);
+        step
     }
 
     /// Draining (the server is stopping): no new batch as leader; what is under way finishes.
@@ -1144,6 +1180,18 @@ impl Oabc {
                 && state.next_seq <= state.delivered + config.pipeline_max
                 && self.pending.has_after(state.cursor)
             {
+                let paced = state
+                    .partial_at
+                    .is_some_and(|at| time_ms < at.saturating_add(config.batch_interval_ms));
+                if paced
+                    && !self.pending.fills_batch(
+                        state.cursor,
+                        config.abc.batch_requests_max,
+                        config.abc.batch_bytes_max,
+                    )
+                {
+                    break;
+                }
                 let (batch, cursor) = self.pending.batch_after(
                     state.cursor,
                     config.abc.batch_requests_max,
@@ -1155,6 +1203,12 @@ impl Oabc {
                 }
                 state.ordered_time = batch.time_ms;
                 state.cursor = cursor;
+                // Not full: fewer than the limit, and it took everything that was pending.
+                if batch.requests.len() < config.abc.batch_requests_max
+                    && !self.pending.has_after(cursor)
+                {
+                    state.partial_at = Some(time_ms);
+                }
                 orders.push(Message::Order {
                     epoch,
                     seq: state.next_seq,

@@ -50,6 +50,21 @@ impl Pending {
         self.queue.range(cursor..).next().is_some()
     }
 
+    /// Whether the requests from `cursor` on fill a batch (`requests_max` of them, or more
+    /// bytes than `bytes_max`). Looks at `requests_max` requests at most.
+    pub(crate) fn fills_batch(&self, cursor: u64, requests_max: usize, bytes_max: usize) -> bool {
+        let mut count = 0;
+        let mut encoded_len = Batch::encoded_len([]);
+        for (_, request) in self.queue.range(cursor..).map(|(_, entry)| entry) {
+            if count >= requests_max || encoded_len + 4 + request.len() > bytes_max {
+                return true;
+            }
+            count += 1;
+            encoded_len += 4 + request.len();
+        }
+        count >= requests_max
+    }
+
     /// The oldest requests from `cursor` on that fit one batch (stopping at the first that does
     /// not), and the cursor after them.
     pub(crate) fn batch_after(

@@ -766,3 +766,66 @@ fn a_server_away_while_an_epoch_closed_catches_up_through_the_recovery_decisions
         );
     }
 }
+
+#[test]
+fn the_leader_paces_batches_that_are_not_full() {
+    let paced = OabcConfig {
+        batch_interval_ms: 50,
+        ..config()
+    };
+    let mut net = Net::new(4, 110, &[], |_| Oabc::new(instance(), paced));
+    let leader = id(1);
+    let at = |net: &mut Net<Oabc>, time_ms: u64| {
+        for server in net.honest() {
+            net.nodes[server.slot()].set_time(time_ms);
+        }
+    };
+    let orders = std::rc::Rc::new(std::cell::Cell::new(0usize));
+    let counted = orders.clone();
+    net.check = Some(Box::new(move |_, _, message| {
+        if matches!(message.body, Body::Oabc(Message::Order { .. })) {
+            counted.set(counted.get() + 1);
+        }
+    }));
+    at(&mut net, 1_000_000);
+    // The first request goes at once, alone.
+    submit_everywhere(&mut net, &[request(0)]);
+    net.run();
+    assert_eq!(orders.get(), 1);
+    // The next ones wait for the interval, then go together.
+    submit_everywhere(&mut net, &[request(1), request(2), request(3)]);
+    net.run();
+    assert_eq!(orders.get(), 1, "held back within the interval");
+    assert_eq!(
+        net.nodes[leader.slot()].next_order_at(&net.parties[leader.slot()]),
+        Some(1_000_050)
+    );
+    at(&mut net, 1_000_049);
+    net.call(leader, |node, party| node.poll(party));
+    net.run();
+    assert_eq!(orders.get(), 1, "still held back");
+    at(&mut net, 1_000_050);
+    net.call(leader, |node, party| node.poll(party));
+    net.run();
+    assert_eq!(orders.get(), 2, "one batch with the three");
+    // A full batch (8 requests here) goes at once, pacing or not.
+    let full: Vec<Vec<u8>> = (10..18).map(request).collect();
+    submit_everywhere(&mut net, &full);
+    net.run();
+    assert_eq!(orders.get(), 3, "the full batch went at once");
+    assert_eq!(
+        net.nodes[leader.slot()].next_order_at(&net.parties[leader.slot()]),
+        None
+    );
+    let expected: BTreeSet<Vec<u8>> = (0..4).chain(10..18).map(request).collect();
+    let delivered = assert_total_order(&net, &expected);
+    assert_eq!(
+        delivered
+            .iter()
+            .map(|d| d.seq)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        3,
+        "three batches"
+    );
+}
