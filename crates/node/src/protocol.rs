@@ -307,12 +307,19 @@ impl ProtocolTask {
                         break;
                     }
                     let round = *self.catch_up.borrow_and_update();
-                    // Rounds of the log are atomic broadcast's rounds only when it orders.
-                    if let Orderer::Randomized(abc) = &mut self.orderer {
-                        let step = abc.catch_up_to(&mut self.party, round);
-                        if !self.handle_step(Stepped::Plain(step)).await {
-                            break;
+                    let step = match &mut self.orderer {
+                        Orderer::Randomized(abc) => {
+                            Stepped::Plain(abc.catch_up_to(&mut self.party, round))
                         }
+                        // Rounds of the log are not the optimistic ordering's: it only learns
+                        // that it is behind.
+                        Orderer::Optimistic(optimistic) if round >= self.reported_round => {
+                            Stepped::Optimistic(optimistic.oabc.lagging(&mut self.party))
+                        }
+                        Orderer::Optimistic(_) => Stepped::Optimistic(Step::new()),
+                    };
+                    if !self.handle_step(step).await {
+                        break;
                     }
                 }
                 incoming = self.incoming.recv() => {

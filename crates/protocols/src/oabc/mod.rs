@@ -451,6 +451,15 @@ impl Oabc {
         step
     }
 
+    /// The runtime learned that the others delivered more than this server (after a restart,
+    /// where an idle group sends nothing that would tell it). It complains — the others answer
+    /// a complaint with their highest commit certificate, whose batches it then fetches — and
+    /// asks for the recovery broadcast's decisions in case the others closed its epoch.
+    pub fn lagging(&mut self, party: &mut Party) -> Step<Delivered> {
+        self.epoch_seen = self.epoch_seen.max(self.epoch + 1);
+        self.suspect(party)
+    }
+
     /// Sets this server's clock (milliseconds since the Unix epoch): the time it puts in the
     /// batches it orders as leader, and the reference for the batches it accepts.
     pub fn set_time(&mut self, time_ms: u64) {
