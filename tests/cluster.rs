@@ -920,6 +920,55 @@ fn a_whole_group_stopped_under_load_or_killed_while_idle_resumes_ordering() {
     );
 }
 
+/// The optimistic ordering after the whole group was killed while idle: every server resumes
+/// silent in the epoch it spoke in, but reports from its stored prepare certificate, so that
+/// their complaints close that epoch through the recovery and the next leader orders.
+#[test]
+fn a_whole_group_killed_while_idle_resumes_the_optimistic_ordering() {
+    let _turn = turn();
+    let mut cluster = Cluster::with_ordering("optimistic");
+    cluster.start_all();
+    let client = Arc::new(cluster.client(Duration::from_secs(5)));
+    let load = Load::start(&client, 4, "before-kill");
+    let answered = load.wait_for(40);
+    let (mut acks, failures) = load.finish();
+    assert!(answered >= 40 && failures.is_empty(), "{failures:?}");
+    thread::sleep(Duration::from_millis(1_500));
+    for i in 1..=N {
+        cluster.kill9(i);
+    }
+    let restarted = Instant::now();
+    cluster.start_all();
+    let load = Load::start(&client, 4, "after-kill");
+    let answered = load.wait_for(40);
+    let (after, failures) = load.finish();
+    let took = restarted.elapsed();
+    assert!(
+        answered >= 40 && failures.is_empty(),
+        "{answered} answered after the restart; {failures:?}"
+    );
+    let epochs: Vec<u64> = (1..=N)
+        .map(|i| cluster.metric(i, "sintra_ordering_epoch"))
+        .collect();
+    acks.extend(after);
+    for i in 1..=N {
+        cluster.stop(i);
+    }
+    let logs: Vec<_> = (1..=N).map(|i| cluster.stored_log(i)).collect();
+    let longest = assert_logs_agree_and_hold(&logs, &acks);
+    eprintln!(
+        "whole group killed while idle: 40 puts answered {:.1} s after the restart, epochs \
+         {epochs:?}; log heights {:?}",
+        took.as_secs_f64(),
+        logs.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(
+        epochs.iter().all(|epoch| *epoch >= 1),
+        "the fenced epoch closed: {epochs:?}"
+    );
+    assert!(logs.iter().all(|log| log.len() == longest));
+}
+
 #[test]
 fn a_replica_with_a_wrong_link_key_is_refused_and_the_others_answer() {
     let _turn = turn();

@@ -330,6 +330,9 @@ impl Node {
                 &entry.request,
             );
         })?;
+        let mut seed = [0; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let party = Party::new(group.clone(), keys.clone(), seed);
         let abc_config = tunables.abc.clamped();
         let oabc_instance = InstanceId::root("sintra")
             .and_then(|root| root.child("oabc"))
@@ -353,11 +356,10 @@ impl Node {
                     batch_interval_ms: tunables.batch_interval.as_millis() as u64,
                     ..OabcConfig::default()
                 };
-                let oabc = resume_optimistic(&store, &oabc_instance, config, &stored)?;
+                let oabc = resume_optimistic(&store, &oabc_instance, config, &stored, &party)?;
                 let optimistic = protocol::Optimistic {
                     oabc,
                     silent_through: stored.oabc_fence,
-                    sent: None,
                     patience: tunables.patience,
                     waiting_since: None,
                     closed_epochs: stored.ordering_epoch,
@@ -381,9 +383,6 @@ impl Node {
         if let Some(shared) = stored.scabc_share_fence {
             scabc.expect_replies_through(shared);
         }
-        let mut seed = [0; 32];
-        rand::rngs::OsRng.fill_bytes(&mut seed);
-        let party = Party::new(group.clone(), keys.clone(), seed);
 
         let (links, incoming) = Links::start(LinksConfig {
             me: id,
@@ -736,6 +735,7 @@ fn resume_optimistic(
     instance: &InstanceId,
     config: OabcConfig,
     stored: &store::StoredState,
+    party: &Party,
 ) -> Result<Oabc, NodeError> {
     let Some(bytes) = &stored.ordering else {
         if stored.height > 0 {
@@ -773,7 +773,21 @@ fn resume_optimistic(
         height = stored.height,
         "optimistic ordering resumes"
     );
-    Ok(Oabc::resume(instance.clone(), config, &point, recent))
+    // The prepare certificate stored before its last COMMIT left: what it reports.
+    let certified = match &stored.oabc_certified {
+        Some(bytes) => Some(oabc::Certified::from_bytes(bytes).map_err(|error| {
+            NodeError::Service(format!("the stored prepare certificate: {error}"))
+        })?),
+        None => None,
+    };
+    Ok(Oabc::resume(
+        instance.clone(),
+        config,
+        &point,
+        certified.as_ref(),
+        party,
+        recent,
+    ))
 }
 
 /// The signed directory state stored at the last checkpoint, when it is the state of the

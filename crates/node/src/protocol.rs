@@ -126,6 +126,10 @@ pub(crate) struct Outbound {
     /// The fence space and round (or position) the fence must cover before it leaves (`None`:
     /// exempt from the fence).
     pub fenced: Option<(FenceSpace, u64)>,
+    /// An optimistic-ordering COMMIT: the prepare certificate to store before it leaves
+    /// (`(epoch, seq)` and the encoded `oabc::Certified`), so that a restarted server reports at
+    /// least as high as every COMMIT it sent.
+    pub certified: Option<((u64, u64), Vec<u8>)>,
 }
 
 /// Outgoing messages the sender task may hold (each a batch from one step).
@@ -162,8 +166,6 @@ pub(crate) struct Optimistic {
     pub oabc: Oabc,
     /// Silent (ORDER, PREPARE, COMMIT, REPORT) in epochs up to this one: the stored epoch fence.
     pub silent_through: Option<u64>,
-    /// The highest epoch this server sent such a message in.
-    pub sent: Option<u64>,
     /// How long requests may wait here without a delivery before this server complains.
     pub patience: Duration,
     /// Since when requests have been waiting without a delivery.
@@ -276,8 +278,8 @@ impl ProtocolTask {
                     }
                 }
                 changed = self.drain.changed(), if !self.draining => {
-                    if (changed.is_err() || *self.drain.borrow()) && !self.start_draining().await {
-                        break;
+                    if changed.is_err() || *self.drain.borrow() {
+                        self.start_draining();
                     }
                 }
                 () = tokio::time::sleep(DRAIN_POLL), if self.draining => {}
@@ -362,7 +364,7 @@ impl ProtocolTask {
         debug!(server = %self.party.id, "protocol task stopped");
     }
 
-    async fn start_draining(&mut self) -> bool {
+    fn start_draining(&mut self) {
         self.draining = true;
         self.scabc.set_draining(true);
         info!(
@@ -373,17 +375,11 @@ impl ProtocolTask {
             "draining: no new requests or rounds; finishing the rounds under way"
         );
         match &mut self.orderer {
-            Orderer::Randomized(abc) => {
-                abc.set_draining(true);
-                true
-            }
-            Orderer::Optimistic(optimistic) => {
-                // No new batch as leader; and a complaint, so that an epoch this server spoke
-                // in closes (with the others' complaints when the group stops together).
-                optimistic.oabc.set_draining(true);
-                let step = optimistic.oabc.suspect(&mut self.party);
-                self.handle_step(Stepped::Optimistic(step)).await
-            }
+            Orderer::Randomized(abc) => abc.set_draining(true),
+            // No new batch as leader. An epoch it spoke in may stay open: after a restart it is
+            // silent there but reports from its stored certificate, so the others (or the
+            // whole group, restarted) can still close it.
+            Orderer::Optimistic(optimistic) => optimistic.oabc.set_draining(true),
         }
     }
 
@@ -469,18 +465,9 @@ impl ProtocolTask {
     /// Every round this server sent a message in is delivered here, in both atomic broadcasts,
     /// and no message of an unfinished round came for [`DRAIN_QUIET`].
     fn is_drained(&self) -> bool {
-        // Optimistic ordering: no epoch this server spoke in is still open here.
-        let epochs_closed = match &self.orderer {
-            Orderer::Randomized(_) => true,
-            Orderer::Optimistic(optimistic) => optimistic
-                .sent
-                .is_none_or(|epoch| epoch < optimistic.oabc.epoch()),
-        };
-        epochs_closed
-            && self
-                .round_spaces()
-                .iter()
-                .all(|space| space.sent.is_none_or(|round| round < space.abc.round()))
+        self.round_spaces()
+            .iter()
+            .all(|space| space.sent.is_none_or(|round| round < space.abc.round()))
             && self
                 .open_round_seen
                 .is_none_or(|seen| seen.elapsed() >= DRAIN_QUIET)
@@ -668,6 +655,7 @@ impl ProtocolTask {
                 to,
                 bytes: bytes.clone(),
                 fenced: None,
+                certified: None,
             })
             .collect();
         self.outbound.send(outbound).await.is_ok()
@@ -895,6 +883,20 @@ impl ProtocolTask {
         })
     }
 
+    /// For a COMMIT of the optimistic ordering: the certificate to store before it leaves
+    /// (the highest held, which covers it).
+    fn certified_for(&self, message: &Message) -> Option<((u64, u64), Vec<u8>)> {
+        let Body::Oabc(oabc::Message::Commit { epoch, .. }) = &message.body else {
+            return None;
+        };
+        let Orderer::Optimistic(optimistic) = &self.orderer else {
+            return None;
+        };
+        let certified = optimistic.oabc.certified()?;
+        (certified.epoch == *epoch)
+            .then(|| ((certified.epoch, certified.seq), certified.to_bytes()))
+    }
+
     async fn send_messages(&mut self, messages: Vec<Outgoing>, faults: &[Fault]) -> bool {
         for fault in faults {
             self.metrics.fault(fault.server, fault_name(fault.kind));
@@ -917,11 +919,6 @@ impl ProtocolTask {
                 Some((FenceSpace::ScabcRounds, round)) => {
                     self.scabc_max_round_emitted = self.scabc_max_round_emitted.max(Some(round));
                 }
-                Some((FenceSpace::OabcEpochs, epoch)) => {
-                    if let Orderer::Optimistic(optimistic) = &mut self.orderer {
-                        optimistic.sent = optimistic.sent.max(Some(epoch));
-                    }
-                }
                 _ => {}
             }
             // A decryption share raises the share fence (not a silence: see the module
@@ -939,11 +936,13 @@ impl ProtocolTask {
                 }
                 Target::Server(_) => {}
             }
+            let certified = self.certified_for(&outgoing.message);
             let bytes = Bytes::from(NodeMessage::Protocol(outgoing.message).to_bytes());
             outbound.push(Outbound {
                 to: outgoing.to,
                 bytes,
                 fenced,
+                certified,
             });
         }
         outbound.is_empty() || self.outbound.send(outbound).await.is_ok()
@@ -1081,14 +1080,14 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// The epoch of an optimistic-ordering message the epoch fence covers (ORDER, PREPARE,
-/// COMMIT, REPORT); `None` for the others (complaints, fetches, batches, commit certificates
-/// cannot contradict anything).
+/// COMMIT); `None` for the others: complaints, fetches, batches and commit certificates cannot
+/// contradict anything, and a REPORT after a restart comes from the stored certificate, at
+/// least as high as every COMMIT sent before.
 fn oabc_epoch(message: &oabc::Message) -> Option<u64> {
     match message {
         oabc::Message::Order { epoch, .. }
         | oabc::Message::Prepare { epoch, .. }
         | oabc::Message::Commit { epoch, .. } => Some(*epoch),
-        oabc::Message::Report(report) => Some(report.epoch),
         _ => None,
     }
 }
@@ -1169,6 +1168,7 @@ pub(crate) async fn sender_loop(
         store,
         metrics,
         fence_value,
+        certified: None,
     };
     loop {
         let batch = match tokio::time::timeout(FENCE_IDLE, outbound.recv()).await {
@@ -1188,6 +1188,11 @@ pub(crate) async fn sender_loop(
         for message in batch {
             if let Some((space, round)) = message.fenced
                 && !fences.cover(space, round).await
+            {
+                return;
+            }
+            if let Some((at, certified)) = message.certified
+                && !fences.store_certified(at, certified).await
             {
                 return;
             }
@@ -1229,9 +1234,34 @@ struct Fences {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     fence_value: Arc<AtomicU64>,
+    /// `(epoch, seq)` of the optimistic ordering's stored prepare certificate.
+    certified: Option<(u64, u64)>,
 }
 
 impl Fences {
+    /// Stores the optimistic ordering's prepare certificate at `at = (epoch, seq)` unless one at
+    /// least as high is stored. False when the store cannot record it: sending stops.
+    async fn store_certified(&mut self, at: (u64, u64), certified: Vec<u8>) -> bool {
+        if self.certified.is_some_and(|stored| stored >= at) {
+            return true;
+        }
+        let writer = self.store.clone();
+        match tokio::task::spawn_blocking(move || writer.set_oabc_certified(&certified)).await {
+            Ok(Ok(())) => {
+                self.certified = Some(at);
+                true
+            }
+            Ok(Err(error)) => {
+                error!(%error, "cannot record the prepare certificate; sending stops");
+                false
+            }
+            Err(error) => {
+                error!(%error, "the certificate writer failed; sending stops");
+                false
+            }
+        }
+    }
+
     /// Makes the stored fence of `space` cover `round` before a message of it leaves (raised by
     /// [`FENCE_STRIDE`] beyond it). False when the store cannot record it: sending stops.
     async fn cover(&mut self, space: FenceSpace, round: u64) -> bool {

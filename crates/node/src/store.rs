@@ -225,6 +225,8 @@ pub struct StoredState {
     pub ordering: Option<Vec<u8>>,
     /// Epochs of the optimistic ordering whose close is in the log.
     pub ordering_epoch: u64,
+    /// The optimistic ordering's last stored prepare certificate (an encoded `oabc::Certified`).
+    pub oabc_certified: Option<Vec<u8>>,
 }
 
 /// A stored snapshot of the service.
@@ -409,6 +411,10 @@ impl Store {
                 .map_err(|e| self.io(e))?
                 .map(|value| value.value().to_vec()),
             ordering_epoch: get_u64("ordering_epoch")?.unwrap_or(0),
+            oabc_certified: meta
+                .get("oabc_certified")
+                .map_err(|e| self.io(e))?
+                .map(|value| value.value().to_vec()),
         })
     }
 
@@ -489,11 +495,20 @@ impl Store {
 
     /// Durably records the send fence of one space.
     pub fn set_fence_of(&self, space: FenceSpace, fence: u64) -> Result<(), StoreError> {
+        self.set_meta(space.key(), &fence.to_be_bytes())
+    }
+
+    /// Durably records the optimistic ordering's highest prepare certificate (an encoded
+    /// `oabc::Certified`), before a COMMIT it covers leaves.
+    pub fn set_oabc_certified(&self, certified: &[u8]) -> Result<(), StoreError> {
+        self.set_meta("oabc_certified", certified)
+    }
+
+    fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.io(e))?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.io(e))?;
-            meta.insert(space.key(), fence.to_be_bytes().as_slice())
-                .map_err(|e| self.io(e))?;
+            meta.insert(key, value).map_err(|e| self.io(e))?;
         }
         txn.commit().map_err(|e| self.io(e))
     }
@@ -861,6 +876,7 @@ mod tests {
             store.set_fence(5).unwrap();
             store.set_fence_of(FenceSpace::ScabcShares, 12).unwrap();
             store.set_fence_of(FenceSpace::OabcEpochs, 3).unwrap();
+            store.set_oabc_certified(b"certified").unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let state = store.state().unwrap();
@@ -880,6 +896,7 @@ mod tests {
                 oabc_fence: Some(3),
                 ordering: Some(b"point one".to_vec()),
                 ordering_epoch: 2,
+                oabc_certified: Some(b"certified".to_vec()),
             }
         );
         let records = store.rounds(0, 10, usize::MAX).unwrap();

@@ -307,6 +307,41 @@ impl Report {
     }
 }
 
+/// The highest prepare certificate a server holds in an epoch: what it reports. A runtime stores
+/// it before a COMMIT of that epoch leaves, so that after a restart the server can still report
+/// — at least as high as every COMMIT it sent ([`super::Oabc::certified`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Certified {
+    /// The epoch.
+    pub epoch: u64,
+    /// The certified sequence number (at least 1).
+    pub seq: u64,
+    /// The chain value at `seq`.
+    pub chain: Digest,
+    /// The certificate on `prepare(epoch, seq, chain)`.
+    pub certificate: Signature,
+}
+
+impl Encode for Certified {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.chain);
+        self.certificate.encode_to(out);
+    }
+}
+
+impl Decode for Certified {
+    fn decode_from(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            epoch: reader.u64()?,
+            seq: reader.u64()?,
+            chain: reader.array()?,
+            certificate: Signature::decode_from(reader)?,
+        })
+    }
+}
+
 /// Where one server's instance stands after a delivered request: what a restarted server
 /// resumes from ([`super::Oabc::resume`]). Server-local progress, not a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,9 +356,12 @@ pub struct Point {
     pub time_ms: u64,
     /// Requests delivered.
     pub positions: u64,
-    /// The recovery broadcast's round that holds the marker closing `epoch - 1` (0 when
-    /// `epoch` is 0): it is run again from there.
+    /// Where the recovery broadcast resumes: with `replay`, the round that holds the marker
+    /// closing `epoch - 1`, run again from there; without, its next round (the recovery had
+    /// nothing under way: no request held, no report in, no epoch closed and not delivered).
     pub recovery_round: u64,
+    /// Whether the recovery broadcast runs again from the marker's round.
+    pub replay: bool,
     /// The recovery broadcast's delivered count before that round.
     pub recovery_height: u64,
     /// The servers whose reports on `epoch - 1` the recovery broadcast delivered before that
@@ -342,6 +380,7 @@ impl Encode for Point {
         out.extend_from_slice(&self.time_ms.to_be_bytes());
         out.extend_from_slice(&self.positions.to_be_bytes());
         out.extend_from_slice(&self.recovery_round.to_be_bytes());
+        out.push(u8::from(self.replay));
         out.extend_from_slice(&self.recovery_height.to_be_bytes());
         out.extend_from_slice(&(self.reporters_before.len() as u16).to_be_bytes());
         for reporter in &self.reporters_before {
@@ -359,6 +398,16 @@ impl Decode for Point {
             time_ms: reader.u64()?,
             positions: reader.u64()?,
             recovery_round: reader.u64()?,
+            replay: match reader.u8()? {
+                0 => false,
+                1 => true,
+                _ => {
+                    return Err(DecodeError::Invalid {
+                        what: "oabc point",
+                        why: "replay flag is neither 0 nor 1",
+                    });
+                }
+            },
             recovery_height: reader.u64()?,
             reporters_before: {
                 let count = usize::from(reader.u16()?);

@@ -24,7 +24,7 @@ use sintra_crypto::bls::{Signature, SignatureShare};
 use sintra_crypto::encoding::{Decode, Encode};
 use sintra_crypto::{Context, ServerId};
 
-pub use message::{Message, Point, Report};
+pub use message::{Certified, Message, Point, Report};
 use state::{Pending, Window};
 
 use crate::abc::{self, Abc, AbcConfig, AbcError, Batch};
@@ -309,10 +309,16 @@ impl Oabc {
     /// before (its decisions come from the others' catch-up), and the requests and reports it
     /// delivered before that epoch's marker are discarded again. The runtime keeps the restarted
     /// server silent wherever it may have spoken before (its send fence).
+    ///
+    /// `certified` is the last [`Oabc::certified`] the runtime stored (before a COMMIT left):
+    /// what the server reports if its epoch is `point.epoch` (a certificate that does not verify
+    /// is ignored).
     pub fn resume(
         instance: InstanceId,
         config: OabcConfig,
         point: &Point,
+        certified: Option<&Certified>,
+        party: &Party,
         recent: impl IntoIterator<Item = Digest>,
     ) -> Self {
         let mut oabc = Self::new(instance, config);
@@ -334,6 +340,21 @@ impl Oabc {
             state.next_seq = point.seq + 1;
             state.ordered_time = point.time_ms;
         }
+        if let Some(certified) = certified
+            && certified.epoch == point.epoch
+            && certified.seq > point.seq
+        {
+            let valid = party.group.agreement.verify(
+                &Context::new(PREPARE_PURPOSE, oabc.instance.as_bytes()),
+                &statement(certified.epoch, certified.seq, &certified.chain),
+                &certified.certificate,
+            );
+            if valid.is_ok()
+                && let Some(state) = oabc.epochs.get_mut(&point.epoch)
+            {
+                state.certified = Some((certified.seq, certified.chain, certified.certificate));
+            }
+        }
         oabc.positions = point.positions;
         oabc.recovery_round = (point.recovery_round, point.recovery_height);
         oabc.recovery_resume = (
@@ -341,7 +362,8 @@ impl Oabc {
             point.recovery_height,
             point.reporters_before.clone(),
         );
-        if point.epoch > 0 {
+        oabc.abc_epoch = point.epoch;
+        if point.replay && point.epoch > 0 {
             oabc.abc_epoch = point.epoch - 1;
             oabc.replaying = true;
             // Stand-ins for the reports delivered before the marker's round: only their
@@ -356,6 +378,19 @@ impl Oabc {
         oabc
     }
 
+    /// The highest prepare certificate of the current epoch held here (`None` before the
+    /// first): a runtime stores it before a COMMIT leaves (see [`Certified`]).
+    pub fn certified(&self) -> Option<Certified> {
+        let state = self.epochs.get(&self.epoch)?;
+        let (seq, chain, certificate) = state.certified.as_ref()?;
+        Some(Certified {
+            epoch: self.epoch,
+            seq: *seq,
+            chain: *chain,
+            certificate: *certificate,
+        })
+    }
+
     /// Where this server stands: everything up to `positions` delivered (see [`Oabc::resume`]).
     pub fn point(&self) -> Point {
         let state = self.epochs.get(&self.epoch);
@@ -366,6 +401,26 @@ impl Oabc {
         let time_ms = state
             .and_then(|s| s.batches.get(&seq))
             .map_or(0, |b| b.time_ms);
+        // With nothing under way in the recovery, a restart resumes it at its next round and
+        // needs nobody's memory of earlier rounds (a whole group restarted while idle).
+        let quiet = self.closed.is_empty()
+            && self.held.is_empty()
+            && self.abc_reports.is_empty()
+            && self.abc_epoch == self.epoch
+            && !self.replaying;
+        if quiet {
+            return Point {
+                epoch: self.epoch,
+                seq,
+                chain,
+                time_ms,
+                positions: self.positions,
+                recovery_round: self.abc.round(),
+                replay: false,
+                recovery_height: self.abc.delivered_count(),
+                reporters_before: Vec::new(),
+            };
+        }
         Point {
             epoch: self.epoch,
             seq,
@@ -373,6 +428,7 @@ impl Oabc {
             time_ms,
             positions: self.positions,
             recovery_round: self.recovery_resume.0,
+            replay: true,
             recovery_height: self.recovery_resume.1,
             reporters_before: self.recovery_resume.2.clone(),
         }

@@ -595,9 +595,10 @@ fn requests_the_recovery_orders_outside_a_recovery_are_held_bounded_and_then_del
 }
 
 /// The runtime's send fence, as the test network applies it to a restarted server: nothing it
-/// says in an epoch up to `through` (ORDER, PREPARE, COMMIT, REPORT) leaves, nor in a round of
-/// the recovery broadcast up to `rounds_through`; complaints, fetches, batches and commit
-/// certificates do, and so do the recovery broadcast's exempt messages.
+/// says in an epoch up to `through` (ORDER, PREPARE, COMMIT) leaves, nor in a round of the
+/// recovery broadcast up to `rounds_through`; complaints, reports (from the stored
+/// certificate), fetches, batches and commit certificates do, and so do the recovery
+/// broadcast's exempt messages.
 fn fenced(message: &Envelope, through: u64, rounds_through: Option<u64>) -> bool {
     match &message.body {
         Body::Oabc(
@@ -605,7 +606,6 @@ fn fenced(message: &Envelope, through: u64, rounds_through: Option<u64>) -> bool
             | Message::Prepare { epoch, .. }
             | Message::Commit { epoch, .. },
         ) => *epoch <= through,
-        Body::Oabc(Message::Report(report)) => report.epoch <= through,
         _ => recovery_round(message)
             .is_some_and(|round| rounds_through.is_some_and(|fence| round <= fence)),
     }
@@ -672,8 +672,18 @@ fn a_server_restarted_from_its_point_delivers_the_same_order() {
             .collect();
         let bytes = point.to_bytes();
         let point = Point::from_bytes(&bytes).expect("a point decodes");
+        let certified = net.nodes[restarted.slot()]
+            .certified()
+            .map(|c| Certified::from_bytes(&c.to_bytes()).expect("decodes"));
         replays += usize::from(point.epoch > 0);
-        net.nodes[restarted.slot()] = Oabc::resume(instance(), config(), &point, recent);
+        net.nodes[restarted.slot()] = Oabc::resume(
+            instance(),
+            config(),
+            &point,
+            certified.as_ref(),
+            &net.parties[restarted.slot()],
+            recent,
+        );
         let through = point.epoch;
         let rounds_through = spoke.get();
         net.lose = Some(Box::new(move |from, _, message| {
@@ -746,7 +756,14 @@ fn a_server_away_while_an_epoch_closed_catches_up_through_the_recovery_decisions
             .iter()
             .map(|d| abc::request_digest(&instance(), &d.request))
             .collect();
-        net.nodes[away.slot()] = Oabc::resume(instance(), config(), &point, recent);
+        net.nodes[away.slot()] = Oabc::resume(
+            instance(),
+            config(),
+            &point,
+            None,
+            &net.parties[away.slot()],
+            recent,
+        );
         net.lose = Some(Box::new(move |from, _, message| {
             from == away && fenced(message, 0, None)
         }));
@@ -828,4 +845,73 @@ fn the_leader_paces_batches_that_are_not_full() {
         3,
         "three batches"
     );
+}
+
+#[test]
+fn a_whole_group_restarted_while_idle_closes_the_epoch_it_is_silent_in() {
+    for seed in 120..126u64 {
+        let mut net = network(4, seed, &[]);
+        // The highest recovery round each server spoke in.
+        let spoke = std::rc::Rc::new(std::cell::RefCell::new(BTreeMap::<ServerId, u64>::new()));
+        let record = spoke.clone();
+        net.check = Some(Box::new(move |_, from, message| {
+            if let Some(round) = recovery_round(message) {
+                let mut spoke = record.borrow_mut();
+                let entry = spoke.entry(from).or_insert(round);
+                *entry = (*entry).max(round);
+            }
+        }));
+        // (Restarting the whole group after a recovery that left requests held for the next
+        // epoch's segment is not covered: docs/node.md, known gaps.)
+        let first: Vec<Vec<u8>> = (0..20).map(request).collect();
+        submit_everywhere(&mut net, &first);
+        net.run();
+        let before: Vec<Delivered> = net.outputs.get(&id(1)).cloned().unwrap_or_default();
+        // Idle: every server crashes and restarts from its point and its stored certificate,
+        // silent in the epoch it is in (all spoke in it) and in the recovery rounds it spoke in.
+        let mut fences = BTreeMap::new();
+        for server in net.honest() {
+            let node = &net.nodes[server.slot()];
+            let point = node.point();
+            let certified = node.certified();
+            let recent: Vec<Digest> = net.outputs[&server]
+                .iter()
+                .map(|d| abc::request_digest(&instance(), &d.request))
+                .collect();
+            fences.insert(server, (point.epoch, spoke.borrow().get(&server).copied()));
+            net.nodes[server.slot()] = Oabc::resume(
+                instance(),
+                config(),
+                &point,
+                certified.as_ref(),
+                &net.parties[server.slot()],
+                recent,
+            );
+        }
+        net.lose = Some(Box::new(move |from, _, message| {
+            fences
+                .get(&from)
+                .is_some_and(|(through, rounds)| fenced(message, *through, *rounds))
+        }));
+        let after: Vec<Vec<u8>> = (100..110).map(request).collect();
+        submit_everywhere(&mut net, &after);
+        let suspicions = run_with_patience(&mut net, 20);
+        let mut expected: BTreeSet<Vec<u8>> = before.iter().map(|d| d.request.clone()).collect();
+        expected.extend(after.iter().cloned());
+        let order = assert_total_order(&net, &expected);
+        let epoch = net.nodes[0].epoch();
+        let silent_in = before.last().map_or(0, |b| b.epoch);
+        assert!(
+            order[before.len()..]
+                .iter()
+                .all(|d| d.seq.is_none() || d.epoch > silent_in),
+            "the requests after the restart came through the recovery or a later epoch"
+        );
+        println!(
+            "seed {seed}: whole group restarted at position {}; {suspicions} suspicions closed the \
+             epoch; now in epoch {epoch}, {} delivered",
+            before.len(),
+            order.len()
+        );
+    }
 }
